@@ -1,0 +1,152 @@
+"""Same-class sliding-window max with a compact custom backward: SCNP's engine.
+
+For every element, the max of its *same-class* neighbours in a box window
+(clipped at the border), and one int8 offset per spatial axis saying where that
+max came from: the backward scatters the gradient there. ``max_pool`` would
+keep int64 flat indices instead (8 bytes per element and pool).
+
+Why it is exact and cheap: a box is a product of 1-D windows, so the box max is
+a chain of 1-D maxes, one per axis. Each 1-D pass takes ``floor(log2 w) + 1``
+elementwise steps with the sparse-table trick (blocks of width ``2**k <= w``
+built by doubling; two blocks cover the window). Each step carries the source
+coordinates found so far, as positions modulo 256 (uint8), so it needs no
+index arithmetic; they become signed offsets once, at the end. Excluded
+elements (other class, ignored, outside the image) are ``-inf`` and never win
+over a candidate, and every element is a candidate of its own window.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["MAX_WINDOW", "SameClassMax"]
+
+MAX_WINDOW = 255
+"""Largest window size per axis: source positions are tracked modulo 256."""
+
+_POSITION_MODULUS = 256
+
+
+def _positions(length: int, dim: int, ndim: int, device: torch.device) -> torch.Tensor:
+    """Positions ``0..length-1`` modulo 256 as uint8, shaped to broadcast along ``dim``."""
+    shape = [1] * ndim
+    shape[dim] = length
+    return (torch.arange(length, device=device) % _POSITION_MODULUS).to(torch.uint8).view(shape)
+
+
+def _axis_max(
+    values: torch.Tensor, sources: torch.Tensor | None, dim: int, window: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sliding max of width ``window`` along ``dim`` of ``values``, padded by ``window // 2``.
+
+    ``sources`` (k, *values.shape), uint8, are the positions chosen by earlier
+    axes; they travel with the winning element. Returns the maxima, shorter by
+    ``window - 1`` along ``dim``, and the sources with this axis's position
+    appended. NaN wins (``torch.maximum``); ties keep the earlier element.
+    """
+    positions = _positions(values.shape[dim], dim, values.ndim, values.device)
+    positions = positions.expand(values.shape).unsqueeze(0)
+    sources = positions if sources is None else torch.cat([sources, positions.expand(1, *sources.shape[1:])])
+
+    def combine(values, sources, shift, length):
+        """Max of the blocks starting at ``i`` and ``i + shift``, for ``i < length``."""
+        first, second = values.narrow(dim, 0, length), values.narrow(dim, shift, length)
+        take_second = (second > first).view(torch.uint8)
+        first_source = sources.narrow(dim + 1, 0, length)
+        second_source = sources.narrow(dim + 1, shift, length)
+        # uint8 arithmetic wraps modulo 256, so this picks exactly one of the two
+        return torch.maximum(first, second), first_source + take_second * (second_source - first_source)
+
+    span = 1
+    while 2 * span <= window:
+        values, sources = combine(values, sources, span, values.shape[dim] - span)
+        span *= 2
+    # For an odd window > 1, span < window, and blocks at i and i + window - span cover it.
+    length = values.shape[dim] - window + span
+    return combine(values, sources, window - span, length)
+
+
+def _offsets(sources: torch.Tensor, dims: list[int], window: tuple[int, ...], spatial_start: int) -> torch.Tensor:
+    """Turn source positions (mod 256, one per pooled dim) into signed int8 offsets."""
+    offsets = []
+    for source, dim in zip(sources, dims):
+        w = window[dim - spatial_start]
+        start = _positions(source.shape[dim], dim, source.ndim, source.device)
+        offsets.append((source - start).to(torch.int16) - w // 2)  # uint8 wraps mod 256
+    return torch.stack(offsets).to(torch.int8)
+
+
+_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+def _select(condition: torch.Tensor, if_true: torch.Tensor, if_false: torch.Tensor) -> torch.Tensor:
+    """``torch.where`` for a uint8 0/1 ``condition``, done on the float bits.
+
+    Bitwise, so exact for every value (inf and NaN included), and several times
+    faster than ``torch.where`` on CPU, which is not vectorized there.
+    """
+    bits = _BITS[if_false.dtype]
+    mask = -condition.to(bits)  # all ones where true
+    true_bits, false_bits = if_true.view(bits), if_false.view(bits)
+    return (false_bits ^ ((true_bits ^ false_bits) & mask)).view(if_false.dtype)
+
+
+class SameClassMax(torch.autograd.Function):
+    """Per element, the max of ``values`` over its same-class window neighbours.
+
+    Foreground elements take the max over foreground neighbours, background
+    elements over background neighbours; ignored elements keep their value and
+    are nobody's neighbour. With ``foreground_min`` the foreground takes the
+    *min* instead (SCNP). Only int8 source offsets are saved for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, values, foreground, ignore, window, foreground_min):
+        spatial_start = values.ndim - len(window)
+        pooled_dims = [spatial_start + i for i, w in enumerate(window) if w > 1]
+        ctx.pooled_dims = pooled_dims
+        if not pooled_dims:
+            return values.clone()
+        # Both classes at once, stacked on a new leading axis, inside a -inf frame.
+        radii = [w // 2 for w in window]
+        frame = [*values.shape[:spatial_start]] + [n + 2 * r for n, r in zip(values.shape[spatial_start:], radii)]
+        candidates = values.new_full([2, *frame], -torch.inf)
+        inner = candidates[(slice(None),) * (spatial_start + 1) + tuple(slice(r, -r or None) for r in radii)]
+        foreground = foreground.view(torch.uint8)
+        foreground_valid, background_valid = foreground, 1 - foreground
+        if ignore is not None:
+            annotated = 1 - ignore.view(torch.uint8)
+            foreground_valid, background_valid = foreground_valid & annotated, background_valid & annotated
+        excluded = torch.tensor(-torch.inf, dtype=values.dtype, device=values.device)
+        inner[0] = _select(foreground_valid, -values if foreground_min else values, excluded)
+        inner[1] = _select(background_valid, values, excluded)
+
+        pooled, sources = candidates, None
+        for dim in pooled_dims:
+            pooled, sources = _axis_max(pooled, sources, dim + 1, window[dim - spatial_start])
+        if foreground_min:
+            pooled[0].neg_()
+        result = _select(foreground, pooled[0], pooled[1])
+        background = 1 - foreground
+        sources = sources[:, 0] * foreground + sources[:, 1] * background
+        offsets = _offsets(sources, pooled_dims, window, spatial_start)
+        if ignore is not None:
+            result = _select(annotated, result, values)
+            offsets *= annotated.to(torch.int8)
+        ctx.save_for_backward(offsets)
+        return result
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        if not ctx.pooled_dims:
+            return grad_output, None, None, None, None
+        (offsets,) = ctx.saved_tensors
+        grad_output = grad_output.contiguous()
+        strides = grad_output.stride()
+        index_dtype = torch.int32 if grad_output.numel() < 2**31 else torch.int64
+        shift = sum(offset.to(index_dtype) * strides[dim] for offset, dim in zip(offsets, ctx.pooled_dims))
+        source = shift.view(-1) + torch.arange(grad_output.numel(), device=grad_output.device, dtype=index_dtype)
+        grad_input = torch.zeros_like(grad_output)
+        grad_input.view(-1).index_add_(0, source, grad_output.view(-1))
+        return grad_input, None, None, None, None
