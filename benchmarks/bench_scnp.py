@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from instanseg_scnp import scnp
+from instanseg_scnp._pooling import ENGINES, _max_pool_engine
 
 PUBLISHED_SENTINEL = 9999.0
 
@@ -91,7 +92,8 @@ def main(argv=None):
     cases += [((2, 2, side, side, side), w) for w in (3, 5, 9)]
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
+    engine = ENGINES.get(device.type, _max_pool_engine).__name__.strip("_")
+    print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, {engine}")
     print("| shape | w | ours fwd+bwd (ms) | published (ms) | time ratio | saved MB ours | saved MB published | memory ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for shape, window in cases:

@@ -17,9 +17,12 @@ over a candidate, and every element is a candidate of its own window.
 
 from __future__ import annotations
 
-import torch
+import math
 
-__all__ = ["MAX_WINDOW", "SameClassMax"]
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ENGINES", "MAX_WINDOW", "SameClassMax"]
 
 MAX_WINDOW = 255
 """Largest window size per axis: source positions are tracked modulo 256."""
@@ -91,6 +94,65 @@ def _select(condition: torch.Tensor, if_true: torch.Tensor, if_false: torch.Tens
     return (false_bits ^ ((true_bits ^ false_bits) & mask)).view(if_false.dtype)
 
 
+def _candidates(values, foreground, annotated, foreground_min, radii) -> torch.Tensor:
+    """Both classes' candidates stacked on a new leading axis, inside a ``-inf`` frame of ``radii``.
+
+    ``[0]``: foreground values (negated for ``foreground_min``), ``[1]``: background
+    values; everything else, ignored elements included, is ``-inf``.
+    """
+    spatial_start = values.ndim - len(radii)
+    frame = [*values.shape[:spatial_start]] + [n + 2 * r for n, r in zip(values.shape[spatial_start:], radii)]
+    candidates = values.new_full([2, *frame], -torch.inf)
+    inner = candidates[(slice(None),) * (spatial_start + 1) + tuple(slice(r, -r or None) for r in radii)]
+    foreground_valid, background_valid = foreground, 1 - foreground
+    if annotated is not None:
+        foreground_valid, background_valid = foreground_valid & annotated, background_valid & annotated
+    excluded = torch.tensor(-torch.inf, dtype=values.dtype, device=values.device)
+    inner[0] = _select(foreground_valid, -values if foreground_min else values, excluded)
+    inner[1] = _select(background_valid, values, excluded)
+    return candidates
+
+
+def _separable_engine(values, foreground, annotated, foreground_min, window, pooled_dims):
+    """Chained 1-D sparse-table maxes: few, cheap elementwise passes (best on CPU).
+
+    Returns both classes' maxima (2, ...) and each element's own-class source
+    offsets (len(pooled_dims), ...), int8.
+    """
+    spatial_start = values.ndim - len(window)
+    pooled = _candidates(values, foreground, annotated, foreground_min, [w // 2 for w in window])
+    sources = None
+    for dim in pooled_dims:
+        pooled, sources = _axis_max(pooled, sources, dim + 1, window[dim - spatial_start])
+    sources = sources[:, 0] * foreground + sources[:, 1] * (1 - foreground)
+    return pooled, _offsets(sources, pooled_dims, window, spatial_start)
+
+
+def _max_pool_engine(values, foreground, annotated, foreground_min, window, pooled_dims):
+    """One ``max_pool`` kernel with indices, turned into int8 offsets (best on GPUs,
+    where the separable engine's many small kernels cost more in launches than in work)."""
+    spatial_start = values.ndim - len(window)
+    spatial_shape = values.shape[spatial_start:]
+    candidates = _candidates(values, foreground, annotated, foreground_min, [0] * len(window))
+    pool = F.max_pool2d if len(window) == 2 else F.max_pool3d
+    pooled, index = pool(
+        candidates.flatten(0, 1), window, stride=1, padding=[w // 2 for w in window], return_indices=True
+    )
+    pooled, index = pooled.view(candidates.shape), index.view(candidates.shape)
+    index = torch.where(foreground.bool(), index[0], index[1])  # flat index within each (b, c) plane
+    offsets = []
+    for dim in pooled_dims:
+        axis = dim - spatial_start
+        stride = math.prod(spatial_shape[axis + 1 :])
+        position = torch.arange(spatial_shape[axis], device=values.device).view(-1, *[1] * (len(window) - axis - 1))
+        offsets.append((index // stride) % spatial_shape[axis] - position)
+    return pooled, torch.stack(offsets).to(torch.int8)
+
+
+ENGINES = {"cpu": _separable_engine}
+"""Box-max engine per device type; other device types use ``_max_pool_engine``."""
+
+
 class SameClassMax(torch.autograd.Function):
     """Per element, the max of ``values`` over its same-class window neighbours.
 
@@ -107,30 +169,14 @@ class SameClassMax(torch.autograd.Function):
         ctx.pooled_dims = pooled_dims
         if not pooled_dims:
             return values.clone()
-        # Both classes at once, stacked on a new leading axis, inside a -inf frame.
-        radii = [w // 2 for w in window]
-        frame = [*values.shape[:spatial_start]] + [n + 2 * r for n, r in zip(values.shape[spatial_start:], radii)]
-        candidates = values.new_full([2, *frame], -torch.inf)
-        inner = candidates[(slice(None),) * (spatial_start + 1) + tuple(slice(r, -r or None) for r in radii)]
         foreground = foreground.view(torch.uint8)
-        foreground_valid, background_valid = foreground, 1 - foreground
-        if ignore is not None:
-            annotated = 1 - ignore.view(torch.uint8)
-            foreground_valid, background_valid = foreground_valid & annotated, background_valid & annotated
-        excluded = torch.tensor(-torch.inf, dtype=values.dtype, device=values.device)
-        inner[0] = _select(foreground_valid, -values if foreground_min else values, excluded)
-        inner[1] = _select(background_valid, values, excluded)
-
-        pooled, sources = candidates, None
-        for dim in pooled_dims:
-            pooled, sources = _axis_max(pooled, sources, dim + 1, window[dim - spatial_start])
+        annotated = None if ignore is None else 1 - ignore.view(torch.uint8)
+        engine = ENGINES.get(values.device.type, _max_pool_engine)
+        pooled, offsets = engine(values, foreground, annotated, foreground_min, window, pooled_dims)
         if foreground_min:
             pooled[0].neg_()
         result = _select(foreground, pooled[0], pooled[1])
-        background = 1 - foreground
-        sources = sources[:, 0] * foreground + sources[:, 1] * background
-        offsets = _offsets(sources, pooled_dims, window, spatial_start)
-        if ignore is not None:
+        if annotated is not None:
             result = _select(annotated, result, values)
             offsets *= annotated.to(torch.int8)
         ctx.save_for_backward(offsets)

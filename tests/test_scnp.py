@@ -67,36 +67,39 @@ SHAPES_WINDOWS = [
 
 @pytest.mark.parametrize("with_ignore", [False, True])
 @pytest.mark.parametrize(("shape", "window"), SHAPES_WINDOWS)
-def test_scnp_matches_oracle_values_and_gradient(shape, window, with_ignore):
+def test_scnp_matches_oracle_values_and_gradient(shape, window, with_ignore, device, engine):
     rng = np.random.default_rng(sum(shape))
     z = rng.normal(size=shape)  # tie-free
     y = rng.random(shape) < 0.5
     ignore = rng.random(shape) < 0.2 if with_ignore else None
     expected, src = oracle(z, y, window, ignore)
 
-    zt = torch.tensor(z, requires_grad=True)
-    out = scnp(zt, torch.tensor(y), window, ignore=None if ignore is None else torch.tensor(ignore))
-    np.testing.assert_array_equal(out.detach().numpy(), expected)
+    zt = torch.tensor(z, device=device, requires_grad=True)
+    ignore_t = None if ignore is None else torch.tensor(ignore, device=device)
+    out = scnp(zt, torch.tensor(y, device=device), window, ignore=ignore_t)
+    np.testing.assert_array_equal(out.detach().cpu().numpy(), expected)
 
     weights = rng.normal(size=shape)
-    out.backward(torch.tensor(weights))
-    np.testing.assert_allclose(zt.grad.numpy(), oracle_grad(src, weights), rtol=1e-12, atol=1e-12)
+    out.backward(torch.tensor(weights, device=device))
+    np.testing.assert_allclose(zt.grad.cpu().numpy(), oracle_grad(src, weights), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(("shape", "window"), SHAPES_WINDOWS[::2])
-def test_same_class_max_matches_oracle(shape, window):
+def test_same_class_max_matches_oracle(shape, window, device, engine):
     rng = np.random.default_rng(1)
     z = rng.normal(size=shape)
     y = rng.random(shape) < 0.4
     ignore = rng.random(shape[2:]) < 0.2  # broadcast over batch and channel
     expected, _ = oracle(z, y, window, ignore, foreground_min=False)
-    out = same_class_max(torch.tensor(z), torch.tensor(y), window, ignore=torch.tensor(ignore))
-    np.testing.assert_array_equal(out.numpy(), expected)
+    out = same_class_max(
+        torch.tensor(z, device=device), torch.tensor(y, device=device), window, ignore=torch.tensor(ignore, device=device)
+    )
+    np.testing.assert_array_equal(out.cpu().numpy(), expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("window", [3, 5])
-def test_scnp_exact_with_ties_and_extreme_magnitudes(dtype, window):
+def test_scnp_exact_with_ties_and_extreme_magnitudes(dtype, window, device, engine):
     rng = np.random.default_rng(7)
     shape = (2, 2, 6, 7)
     big = torch.finfo(dtype).max
@@ -104,10 +107,10 @@ def test_scnp_exact_with_ties_and_extreme_magnitudes(dtype, window):
     z = choices[torch.from_numpy(rng.integers(0, 5, size=shape))]  # many ties
     y = rng.random(shape) < 0.5
     expected, _ = oracle(z.double().numpy(), y, window)
-    out = scnp(z, torch.tensor(y), window)
-    assert out.dtype == dtype
+    out = scnp(z.to(device), torch.tensor(y, device=device), window)
+    assert out.dtype == dtype and out.device.type == device.type
     assert torch.isfinite(out).all()
-    np.testing.assert_array_equal(out.double().numpy(), expected)
+    np.testing.assert_array_equal(out.double().cpu().numpy(), expected)
 
 
 def test_scnp_target_as_numbers_equals_bool_target():
@@ -117,15 +120,15 @@ def test_scnp_target_as_numbers_equals_bool_target():
     assert torch.equal(scnp(z, y.long()), scnp(z, y))
 
 
-def test_scnp_nan_propagates_to_same_class_neighbours():
-    z = torch.zeros(1, 1, 5, 5)
+def test_scnp_nan_propagates_to_same_class_neighbours(device, engine):
+    z = torch.zeros(1, 1, 5, 5, device=device)
     z[0, 0, 2, 2] = torch.nan
-    y = torch.ones(1, 1, 5, 5, dtype=torch.bool)
+    y = torch.ones(1, 1, 5, 5, dtype=torch.bool, device=device)
     y[0, 0, 0, :] = False
     out = scnp(z, y, 3)
     expected_nan = torch.zeros(5, 5, dtype=torch.bool)
     expected_nan[1:4, 1:4] = True
-    assert torch.equal(torch.isnan(out[0, 0]), expected_nan)
+    assert torch.equal(torch.isnan(out[0, 0]).cpu(), expected_nan)
 
 
 def test_scnp_ignored_pixels_keep_their_value_and_are_no_neighbours():
@@ -137,9 +140,9 @@ def test_scnp_ignored_pixels_keep_their_value_and_are_no_neighbours():
 
 
 @pytest.mark.parametrize(("shape", "window"), [((1, 2, 5, 6), 3), ((1, 1, 3, 4, 5), (3, 1, 3))])
-def test_scnp_gradcheck(shape, window):
-    z = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    y = torch.rand(*shape) > 0.5
+def test_scnp_gradcheck(shape, window, device, engine):
+    z = torch.randn(*shape, dtype=torch.float64, device=device, requires_grad=True)
+    y = torch.rand(*shape, device=device) > 0.5
     assert torch.autograd.gradcheck(lambda t: scnp(t, y, window), (z,))
 
 
