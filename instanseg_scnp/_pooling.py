@@ -178,7 +178,10 @@ class SameClassMax(torch.autograd.Function):
         result = _select(foreground, pooled[0], pooled[1])
         if annotated is not None:
             result = _select(annotated, result, values)
-            offsets *= annotated.to(torch.int8)
+        # Where the output is the element's own value (ignored elements, ties with
+        # itself, windows of nothing but -inf) or NaN, the element itself is a valid
+        # source; this also keeps every source inside the image.
+        offsets *= ((result != values) & (result == result)).to(torch.int8)
         ctx.save_for_backward(offsets)
         return result
 

@@ -98,7 +98,7 @@ DISTANCE_SCALE = 15
 
 _SOFT_DICE = DiceLoss(sigmoid=True, batch=True)
 _NAME_PATTERN = re.compile(
-    r"^scnp(?:-w(?P<window>\d+(?:x\d+)?))?(?:-(?P<mode>both)(?P<weight>\d+(?:\.\d+)?(?:e-?\d+)?)?)?_(?P<base>.+)$"
+    r"^scnp(?:-w(?P<window>\d+(?:x\d+)?))?(?:-(?P<mode>both)(?P<weight>\d+(?:\.\d+)?(?:e[+-]?\d+)?)?)?_(?P<base>.+)$"
 )
 _ORIGINAL = "__instanseg_scnp_original__"
 
@@ -155,7 +155,7 @@ def loss_name(base: str, term: SCNPTerm | None = None) -> str:
     if window != 3:
         parts.append(f"w{window}")
     if term.mode == "both":
-        parts.append("both" if term.weight == 1 else f"both{term.weight:g}")
+        parts.append("both" if term.weight == 1 else f"both{float(term.weight)!r}")  # repr: exact round trip
     return "-".join(parts) + "_" + base
 
 
@@ -254,20 +254,21 @@ def _pooled_distance_loss(loss: InstanSeg, base_name: str, term: SCNPTerm) -> Ca
     return seed_loss
 
 
-def _active_term(loss: InstanSeg, which: str, term: SCNPTerm | None) -> SCNPTerm | None:
+def _active_term(loss: InstanSeg, which: str, term: SCNPTerm | None, *, applicable: bool = True) -> SCNPTerm | None:
     """The SCNP term to apply after an ``update_*`` call, and remember SCNP names.
 
     A plain name keeps the last SCNP term only when ``loss.scnp_in_hotstart`` is
-    set: that is how upstream's hotstart swaps to plain losses and back.
+    set: that is how upstream's hotstart swaps to plain losses and back. Set it to
+    False before calling a plain name to switch SCNP off for good.
     """
     configured = loss.__dict__.setdefault("scnp_configured", {})
     active = loss.__dict__.setdefault("scnp_active", {"mask": None, "seed": None})
     if term is not None:
         configured[which] = term
-    elif getattr(loss, "scnp_in_hotstart", False):
+    elif applicable and getattr(loss, "scnp_in_hotstart", False):
         term = configured.get(which)
-    active[which] = term
-    return term
+    active[which] = term if applicable else None
+    return active[which]
 
 
 def _wrap_update_binary_loss(original):
@@ -297,7 +298,7 @@ def _wrap_update_seed_loss(original):
         else:
             look_up_option(base, SEED_LOSSES, name="seed loss with SCNP")
         original(self, base)
-        term = _active_term(self, "seed", term) if base in SEED_LOSSES else None
+        term = _active_term(self, "seed", term, applicable=base in SEED_LOSSES)
         if term is not None and base == "binary_xloss":
             self.seed_loss = _penalized_xloss(self.seed_loss, term)
         elif term is not None:
@@ -374,6 +375,11 @@ def make_loss(
     instanseg.utils.loss.instanseg_loss.InstanSeg
         An ordinary upstream loss object; its ``scnp_mask_loss_name`` and
         ``scnp_seed_loss_name`` are the names to log.
+
+    Notes
+    -----
+    Upstream's ``forward(prediction, instances)`` sets the ``-1`` (unannotated)
+    labels of ``instances`` to 0 *in place*; pass a copy if you reuse the tensor.
 
     Examples
     --------

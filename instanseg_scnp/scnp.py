@@ -8,6 +8,7 @@ It is a training-time transform only; inference is unchanged.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -47,7 +48,7 @@ def normalize_window(window: Window, spatial_dims: int, *, name: str = "window")
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _check_inputs(
@@ -67,11 +68,9 @@ def _check_inputs(
         raise ValueError(
             f"target must have the logits' shape {tuple(values.shape)}, got {tuple(target.shape)}"
         )
-    if target.dtype != torch.bool:
-        if target.is_complex() or not ((target == 0) | (target == 1)).all():
-            raise ValueError("target must be binary (bool, or numbers that are all 0 or 1)")
-        target = target != 0
-    target = target.to(values.device)
+    if target.dtype != torch.bool and (target.is_complex() or not ((target == 0) | (target == 1)).all()):
+        raise ValueError("target must be binary (bool, or numbers that are all 0 or 1)")
+    target = target.to(values.device) != 0  # also makes every bool byte 0 or 1
     if ignore is not None:
         if not isinstance(ignore, torch.Tensor) or ignore.dtype != torch.bool:
             kind = ignore.dtype if isinstance(ignore, torch.Tensor) else type(ignore).__name__
@@ -84,7 +83,7 @@ def _check_inputs(
             raise ValueError(
                 f"ignore must broadcast to the logits' shape {tuple(values.shape)}, got {tuple(ignore.shape)}"
             )
-        ignore = ignore.to(values.device)
+        ignore = ignore.to(values.device) != 0
     return target, ignore, normalize_window(window, values.ndim - 2)
 
 
@@ -176,10 +175,11 @@ def scnp(
 
     so :math:`\tilde z \le z` on foreground and :math:`\tilde z \ge z` on
     background. The gradient of :math:`\tilde z_{ki}` goes to the selected
-    :math:`z_{kj}`; on ties, to the first along each axis. NaN logits
-    propagate to every same-class neighbour whose window holds them. The
-    window is separable, so cost grows with :math:`\log_2 w`, and only int8
-    source offsets (one per spatial axis) are saved for backward.
+    :math:`z_{kj}`; on ties, to one of the tied pixels (the pixel itself if it
+    is one; otherwise which one depends on the engine, CPU or GPU). A NaN logit
+    makes every same-class output whose window holds it NaN, and the gradient
+    of a NaN output goes to the pixel itself. Only int8 source offsets (one per
+    spatial axis) are saved for backward.
 
     References
     ----------

@@ -83,6 +83,9 @@ def value_and_grad(fn, x, *args, **kwargs):
         (SCNPTerm(window=9, mode="both"), "scnp-w9-both_dice_loss"),
         (SCNPTerm(mode="both", weight=0.25), "scnp-both0.25_dice_loss"),
         (SCNPTerm(mode="both", weight=1e-5), "scnp-both1e-05_dice_loss"),
+        (SCNPTerm(mode="both", weight=1 / 3), "scnp-both0.3333333333333333_dice_loss"),
+        (SCNPTerm(mode="both", weight=2e6), "scnp-both2000000.0_dice_loss"),
+        (SCNPTerm(mode="both", weight=1e20), "scnp-both1e+20_dice_loss"),
         (None, "dice_loss"),
     ],
 )
@@ -169,11 +172,14 @@ def test_mask_loss_penalized_is_at_least_plain(mask_loss, window):
 
 @pytest.mark.parametrize("seed_loss", SEED_LOSSES)
 @pytest.mark.parametrize("sparse", [False, True])
-def test_seed_loss_penalized_is_at_least_plain(seed_loss, sparse):
+@pytest.mark.parametrize("bg_weight", [None, 0.3])
+def test_seed_loss_penalized_is_at_least_plain(seed_loss, sparse, bg_weight):
     x, y, mask = seed_inputs(sparse=sparse)
-    plain = make_loss(seed_loss=seed_loss, scnp="off").seed_loss(x, y, mask=mask)
-    penalized = make_loss(seed_loss=seed_loss, scnp="seed").seed_loss(x, y, mask=mask)
-    both = make_loss(seed_loss=seed_loss, scnp="seed", mode="both", weight=0.5).seed_loss(x, y, mask=mask)
+    plain = make_loss(seed_loss=seed_loss, scnp="off", bg_weight=bg_weight).seed_loss(x, y, mask=mask)
+    penalized = make_loss(seed_loss=seed_loss, scnp="seed", bg_weight=bg_weight).seed_loss(x, y, mask=mask)
+    both = make_loss(seed_loss=seed_loss, scnp="seed", mode="both", weight=0.5, bg_weight=bg_weight).seed_loss(
+        x, y, mask=mask
+    )
     assert penalized > plain
     torch.testing.assert_close(both, plain + 0.5 * penalized)
 
@@ -271,6 +277,9 @@ def test_scnp_survives_upstreams_hotstart_swap(scnp_in_hotstart):
     loss.update_seed_loss("scnp_l1_distance")
     loss.update_binary_loss("scnp_lovasz_hinge")
     assert loss.scnp_active == {"mask": SCNPTerm(), "seed": SCNPTerm()}
+    loss.update_seed_loss("distance_and_binary_loss")  # upstream-only, never with SCNP
+    assert loss.scnp_active["seed"] is None
+    loss.update_seed_loss("scnp_l1_distance")
     plain_l1 = upstream_loss(seed_loss_fn="l1_distance").seed_loss(x, y)
     assert loss.seed_loss(x, y) > plain_l1
 

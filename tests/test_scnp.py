@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -113,6 +113,34 @@ def test_scnp_exact_with_ties_and_extreme_magnitudes(dtype, window, device, engi
     np.testing.assert_array_equal(out.double().cpu().numpy(), expected)
 
 
+@pytest.mark.parametrize("window", [3, (1, 5)])
+def test_scnp_infinite_logits_keep_gradients_inside_the_image(window, device, engine):
+    """Windows of nothing but -inf, and NaN at the border: sources stay valid pixels."""
+    inf, nan = torch.inf, torch.nan
+    z = torch.tensor([[[[-inf, 0.0, 1.0, inf], [nan, 2.0, -inf, 3.0]]]], device=device, requires_grad=True)
+    y = torch.tensor([[[[0, 1, 1, 1], [1, 1, 0, 0]]]], device=device)
+    out = scnp(z, y, window)
+    expected, _ = oracle(z.detach().cpu().numpy(), y.cpu().numpy(), window)
+    np.testing.assert_array_equal(out.detach().cpu().numpy(), expected)
+    out.backward(torch.ones_like(out))
+    assert z.grad.sum() == out.numel()  # every output's gradient landed on a pixel
+    assert z.grad[0, 0, 0, 0] >= 1  # the -inf background pixel is its own source
+
+
+def test_scnp_lone_infinite_pixel_is_its_own_source(device, engine):
+    z = torch.tensor([[[[0.0, -torch.inf, 1.0]]]], device=device, requires_grad=True)
+    y = torch.tensor([[[[1, 0, 1]]]], device=device)
+    scnp(z, y, 3).sum().backward()
+    assert z.grad.tolist() == [[[[1.0, 1.0, 1.0]]]]
+
+
+def test_scnp_bool_target_with_odd_bytes():
+    """Bools viewed from other bytes (e.g. numpy ``.view(bool)``) still mean True."""
+    z = torch.tensor([[[[1.0, 2.0, 3.0]]]])
+    y = torch.tensor([2, 0, 2], dtype=torch.uint8).view(torch.bool).view(1, 1, 1, 3)
+    assert scnp(z, y, 3).tolist() == scnp(z, y.clone() != 0, 3).tolist() == [[[[1.0, 2.0, 3.0]]]]
+
+
 def test_scnp_target_as_numbers_equals_bool_target():
     z = torch.randn(2, 2, 8, 8)
     y = torch.rand(2, 2, 8, 8) > 0.5
@@ -172,9 +200,9 @@ logit_arrays = hnp.arrays(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(z=logit_arrays, seed=st.integers(0, 2**32 - 1), window=st.sampled_from([3, 5, 7]))
-def test_scnp_properties(z, seed, window):
+def test_scnp_properties(z, seed, window, engine):
     y = np.random.default_rng(seed).random(z.shape) < 0.5
     zt, yt = torch.from_numpy(z), torch.from_numpy(y)
     assert torch.equal(scnp(zt, yt, 1), zt)
@@ -205,6 +233,7 @@ Y = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
         ({"window": -3}, ValueError, "odd and between 1 and 255"),
         ({"window": 3.0}, TypeError, "odd int"),
         ({"window": True}, TypeError, "odd int"),
+        ({"window": 257}, ValueError, "between 1 and 255"),
         ({"window": (3, 3, 3)}, ValueError, r"one size per spatial dim \(2\)"),
         ({"ignore": torch.zeros(1, 1, 4, 4)}, TypeError, "ignore must be a bool"),
         ({"ignore": torch.zeros(1, 1, 3, 4, dtype=torch.bool)}, ValueError, "ignore must broadcast"),
