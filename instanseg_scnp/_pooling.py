@@ -181,7 +181,7 @@ class SameClassMax(torch.autograd.Function):
         # Where the output is the element's own value (ignored elements, ties with
         # itself, windows of nothing but -inf) or NaN, the element itself is a valid
         # source; this also keeps every source inside the image.
-        offsets *= ((result != values) & (result == result)).to(torch.int8)
+        offsets *= ((result != values) & (result == result)).view(torch.int8)
         ctx.save_for_backward(offsets)
         return result
 

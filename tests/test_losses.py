@@ -13,7 +13,17 @@ from instanseg.utils.model_loader import read_model_args_from_csv
 from instanseg.utils.models.InstanSeg_UNet import InstanSeg_UNet
 from instanseg.utils.pytorch_utils import instance_wise_edt
 
-from instanseg_scnp import SCNPTerm, install, is_installed, loss_name, make_loss, parse_loss_name, uninstall
+from instanseg_scnp import (
+    SCNPTerm,
+    install,
+    is_installed,
+    loss_name,
+    make_loss,
+    parse_loss_name,
+    same_class_max,
+    scnp,
+    uninstall,
+)
 from instanseg_scnp.losses import MASK_LOSSES, SCNP_TARGETS, SEED_LOSSES, UPSTREAM_MASK_LOSSES, cedice_loss
 
 
@@ -182,6 +192,17 @@ def test_seed_loss_penalized_is_at_least_plain(seed_loss, sparse, bg_weight):
     )
     assert penalized > plain
     torch.testing.assert_close(both, plain + 0.5 * penalized)
+
+
+@pytest.mark.parametrize("window", [3, 5])
+def test_worst_error_pooling_is_scnp_for_a_monotone_loss(window):
+    """The module's derivation: for BCE, pooling the per-pixel loss over same-class
+    neighbours equals the per-pixel loss of the SCNP-penalized logits, exactly."""
+    z = torch.randn(2, 1, 33, 31, generator=torch.Generator().manual_seed(3)) * 4
+    y = (torch.rand(2, 1, 33, 31, generator=torch.Generator().manual_seed(4)) > 0.5).float()
+    per_pixel = torch.nn.functional.binary_cross_entropy_with_logits
+    pooled = same_class_max(per_pixel(z, y, reduction="none"), y, window)
+    assert torch.equal(per_pixel(scnp(z, y, window), y, reduction="none"), pooled)
 
 
 @pytest.mark.parametrize("seed_loss", SEED_LOSSES)

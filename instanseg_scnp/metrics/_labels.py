@@ -1,0 +1,70 @@
+"""Validation and the overlap table shared by the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import fastremap
+import numpy as np
+
+
+def check_labels(labels: object, *, name: str, ndims: tuple[int, ...] = (2, 3)) -> np.ndarray:
+    """Return ``labels`` as a non-negative integer ndarray, or raise naming ``name``."""
+    array = np.asarray(labels)
+    if array.dtype == bool:
+        raise TypeError(
+            f"{name} must be an integer label image, got a bool mask: label it first "
+            "(scipy.ndimage.label / skimage.measure.label) or cast it with .astype(int)"
+        )
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer label image, got dtype {array.dtype}")
+    if array.ndim not in ndims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dims, got shape {array.shape}")
+    if array.size and array.min() < 0:
+        raise ValueError(f"{name} must not contain negative labels, got minimum {array.min()}")
+    return array
+
+
+def check_label_pair(gt: object, pred: object) -> tuple[np.ndarray, np.ndarray]:
+    gt, pred = check_labels(gt, name="gt"), check_labels(pred, name="pred")
+    if gt.shape != pred.shape:
+        raise ValueError(f"gt and pred must have the same shape, got {gt.shape} and {pred.shape}")
+    return gt, pred
+
+
+@dataclass(frozen=True)
+class Overlaps:
+    """Sparse overlap table of two label images, labels renumbered 1..n.
+
+    ``gt_area[i]`` / ``pred_area[j]`` are the areas of gt cell ``i + 1`` / predicted
+    cell ``j + 1``; each pair ``(gt_index[k], pred_index[k])`` (0-based) shares
+    ``overlap[k]`` pixels.
+    """
+
+    gt_area: np.ndarray
+    pred_area: np.ndarray
+    gt_index: np.ndarray
+    pred_index: np.ndarray
+    overlap: np.ndarray
+
+    @property
+    def iou(self) -> np.ndarray:
+        union = self.gt_area[self.gt_index] + self.pred_area[self.pred_index] - self.overlap
+        return self.overlap / union
+
+
+def overlaps(gt: np.ndarray, pred: np.ndarray) -> Overlaps:
+    """Count the pixels each (gt cell, predicted cell) pair shares, in one pass."""
+    gt_renumbered, _ = fastremap.renumber(gt, preserve_zero=True, in_place=False)
+    pred_renumbered, _ = fastremap.renumber(pred, preserve_zero=True, in_place=False)
+    n_gt, n_pred = int(gt_renumbered.max(initial=0)), int(pred_renumbered.max(initial=0))
+    gt_flat, pred_flat = gt_renumbered.ravel().astype(np.int64), pred_renumbered.ravel().astype(np.int64)
+    both = (gt_flat > 0) & (pred_flat > 0)
+    keys, counts = np.unique(gt_flat[both] * (n_pred + 1) + pred_flat[both], return_counts=True)
+    return Overlaps(
+        gt_area=np.bincount(gt_flat, minlength=n_gt + 1)[1:],
+        pred_area=np.bincount(pred_flat, minlength=n_pred + 1)[1:],
+        gt_index=keys // (n_pred + 1) - 1,
+        pred_index=keys % (n_pred + 1) - 1,
+        overlap=counts,
+    )

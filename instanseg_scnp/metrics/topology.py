@@ -1,0 +1,138 @@
+r"""Topology errors: Betti numbers of the foreground, and split / merged / fragmented cells.
+
+Conventions (as in :func:`skimage.measure.euler_number`):
+
+- ``connectivity`` is the foreground's: ``ndim`` (full: 8 in 2-D, 26 in 3-D,
+  the default) or 1 (4 in 2-D, 6 in 3-D). The background takes the
+  complementary one (4/6 for a full foreground, 8/26 for a 1-connected one), so
+  that a closed curve of foreground always encloses its inside.
+- :math:`\beta_0` is the number of foreground components; an empty mask has
+  :math:`\beta_0 = 0`.
+- *holes* are background components that do not reach the image border: in
+  2-D that is :math:`\beta_1`; in 3-D they are enclosed cavities
+  (:math:`\beta_2`), and tunnels are not counted. The key is ``beta1`` in both.
+
+Instance-level counts, from the pixels each (gt, predicted) pair shares:
+
+- ``fragmented``: predicted cells made of two or more connected pieces;
+- ``splits``: gt cells holding two or more predicted cells, each with at least
+  half of its area inside that gt cell;
+- ``merges``: predicted cells holding two or more gt cells, each with at least
+  half of its area inside that predicted cell;
+- ``missed``: gt cells of which less than half is predicted foreground;
+- ``spurious``: predicted cells of which less than half is gt foreground.
+"""
+
+from __future__ import annotations
+
+import fastremap
+import numpy as np
+from scipy import ndimage
+from skimage.measure import label as label_regions
+
+from instanseg_scnp.metrics._labels import check_label_pair, check_labels, overlaps
+
+__all__ = ["betti_numbers", "count_fragments", "topology_errors"]
+
+
+def _check_connectivity(connectivity: int | None, ndim: int) -> int:
+    if connectivity is None:
+        return ndim
+    if connectivity not in (1, ndim):
+        raise ValueError(f"connectivity must be 1 or {ndim} (full) for {ndim}-D images, got {connectivity!r}")
+    return connectivity
+
+
+def betti_numbers(mask: np.ndarray, connectivity: int | None = None) -> tuple[int, int]:
+    """β0 (foreground components) and holes (β1 in 2-D, cavities in 3-D) of a mask.
+
+    Parameters
+    ----------
+    mask : (M, N[, P]) ndarray
+        Foreground where non-zero.
+    connectivity : {1, ndim}, optional
+        The foreground's connectivity; default full (8 in 2-D, 26 in 3-D).
+
+    Examples
+    --------
+    >>> ring = np.ones((5, 5), bool)
+    >>> ring[2, 2] = False
+    >>> betti_numbers(ring)
+    (1, 1)
+    """
+    mask = np.asarray(mask) != 0
+    connectivity = _check_connectivity(connectivity, mask.ndim)
+    structure = ndimage.generate_binary_structure(mask.ndim, connectivity)
+    _, beta0 = ndimage.label(mask, structure)
+    complement = ndimage.generate_binary_structure(mask.ndim, 1 if connectivity == mask.ndim else mask.ndim)
+    _, background_components = ndimage.label(np.pad(~mask, 1, constant_values=True), complement)
+    return int(beta0), int(background_components) - 1
+
+
+def count_fragments(labels: np.ndarray, connectivity: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The labels present (ascending, 0 excluded) and how many connected pieces each has.
+
+    Examples
+    --------
+    >>> count_fragments(np.array([[7, 0, 7, 2, 2]]))
+    (array([2, 7]), array([1, 2]))
+    """
+    labels = check_labels(labels, name="labels")
+    connectivity = _check_connectivity(connectivity, labels.ndim)
+    renumbered, mapping = fastremap.renumber(labels, preserve_zero=True, in_place=False)
+    pieces = label_regions(renumbered, background=0, connectivity=connectivity)
+    owner = np.zeros(int(pieces.max(initial=0)) + 1, np.int64)
+    owner[pieces.ravel()] = renumbered.ravel()  # every pixel of a piece has the piece's label
+    n_labels = sum(1 for new in mapping.values() if new)
+    counts = np.bincount(owner[1:], minlength=n_labels + 1)[1:]
+    original = np.array(sorted((new, old) for old, new in mapping.items() if new), dtype=np.int64).reshape(-1, 2)[:, 1]
+    order = np.argsort(original)
+    return original[order].astype(labels.dtype), counts[order]
+
+
+def topology_errors(gt: np.ndarray, pred: np.ndarray, connectivity: int | None = None) -> dict:
+    """Betti-number errors and split / merge / fragment / missed / spurious counts.
+
+    Parameters
+    ----------
+    gt, pred : (M, N[, P]) ndarray of int
+        Label images, 0 background.
+    connectivity : {1, ndim}, optional
+        Foreground connectivity; default full. See the module notes.
+
+    Returns
+    -------
+    dict
+        ``beta0_error = |β0(gt > 0) - β0(pred > 0)|``, ``beta1_error`` likewise
+        for holes, the four Betti numbers themselves, and ``fragmented``,
+        ``splits``, ``merges``, ``missed``, ``spurious``.
+
+    Examples
+    --------
+    >>> gt = np.array([[1, 1, 1, 1, 0, 2, 2]])
+    >>> pred = np.array([[3, 3, 4, 4, 0, 0, 0]])
+    >>> errors = topology_errors(gt, pred)
+    >>> errors["beta0_error"], errors["splits"], errors["missed"]
+    (1, 1, 1)
+    """
+    gt, pred = check_label_pair(gt, pred)
+    beta0_gt, beta1_gt = betti_numbers(gt, connectivity)
+    beta0_pred, beta1_pred = betti_numbers(pred, connectivity)
+    table = overlaps(gt, pred)
+    pred_mostly_in_gt = table.overlap * 2 >= table.pred_area[table.pred_index]
+    gt_mostly_in_pred = table.overlap * 2 >= table.gt_area[table.gt_index]
+    covered = np.bincount(table.gt_index, table.overlap, minlength=len(table.gt_area))
+    on_gt = np.bincount(table.pred_index, table.overlap, minlength=len(table.pred_area))
+    return {
+        "beta0_error": abs(beta0_gt - beta0_pred),
+        "beta1_error": abs(beta1_gt - beta1_pred),
+        "beta0_gt": beta0_gt,
+        "beta0_pred": beta0_pred,
+        "beta1_gt": beta1_gt,
+        "beta1_pred": beta1_pred,
+        "fragmented": int((count_fragments(pred, connectivity)[1] > 1).sum()),
+        "splits": int((np.bincount(table.gt_index[pred_mostly_in_gt], minlength=len(table.gt_area)) > 1).sum()),
+        "merges": int((np.bincount(table.pred_index[gt_mostly_in_pred], minlength=len(table.pred_area)) > 1).sum()),
+        "missed": int((covered * 2 < table.gt_area).sum()),
+        "spurious": int((on_gt * 2 < table.pred_area).sum()),
+    }
