@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import ConvexHull
+from scipy import ndimage
 
 from instanseg_scnp.metrics._labels import check_labels
 from instanseg_scnp.metrics.topology import count_fragments
@@ -55,7 +55,7 @@ def _crossings(index: np.ndarray, n_cells: int) -> np.ndarray:
     return np.pi / 8 * weighted[1:]
 
 
-def _second_moments(index: np.ndarray, n_cells: int, area: np.ndarray) -> np.ndarray:
+def _major_axes(index: np.ndarray, n_cells: int, area: np.ndarray) -> np.ndarray:
     """Length of the major axis of each cell's equal-moment ellipse."""
     rows, cols = np.indices(index.shape)
     flat, rows, cols = index.ravel(), rows.ravel().astype(float), cols.ravel().astype(float)
@@ -68,25 +68,66 @@ def _second_moments(index: np.ndarray, n_cells: int, area: np.ndarray) -> np.nda
     return 4 * np.sqrt(np.maximum(largest, 0) + 1 / 12)  # + 1/12: the spread of a pixel square
 
 
+def _lower_envelope_integral(y: np.ndarray, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per row of ``(y, x)``, the integral over y of the lower convex envelope of x(y).
+
+    ``y`` increases along each row; invalid points are skipped. All rows advance in
+    lockstep through Andrew's monotone chain, so the work is vectorized across cells.
+    """
+    n, length = y.shape
+    stack = np.zeros((n, length), np.int64)
+    size = np.zeros(n, np.int64)
+    rows = np.arange(n)
+    for i in range(length):
+        active = valid[:, i]
+        while True:
+            can_pop = active & (size >= 2)
+            a = stack[rows, np.maximum(size - 2, 0)]
+            b = stack[rows, np.maximum(size - 1, 0)]
+            ya, xa, yb, xb = y[rows, a], x[rows, a], y[rows, b], x[rows, b]
+            # b is not strictly left of the segment a -> point i: it leaves the envelope
+            pop = can_pop & ((xb - xa) * (y[:, i] - ya) >= (x[:, i] - xa) * (yb - ya))
+            if not pop.any():
+                break
+            size -= pop
+        stack[active, size[active]] = i
+        size += active
+    ys, xs = np.take_along_axis(y, stack, 1), np.take_along_axis(x, stack, 1)
+    segment = np.arange(length - 1) < (size - 1)[:, None]
+    return (np.diff(ys, axis=1) * (xs[:, 1:] + xs[:, :-1]) / 2 * segment).sum(axis=1)
+
+
 def _hull_areas(index: np.ndarray, n_cells: int) -> np.ndarray:
-    """Area of the convex hull of each cell's pixel squares, from its boundary pixels' corners."""
-    padded = np.pad(index, 1)
-    centre = padded[1:-1, 1:-1]
-    boundary = (
-        (centre != padded[:-2, 1:-1]) | (centre != padded[2:, 1:-1]) | (centre != padded[1:-1, :-2]) | (centre != padded[1:-1, 2:])
-    ) & (centre > 0)
-    rows, cols = np.nonzero(boundary)
-    owners = centre[rows, cols]
-    order = np.argsort(owners, kind="stable")
-    rows, cols, owners = rows[order], cols[order], owners[order]
-    starts = np.searchsorted(owners, np.arange(1, n_cells + 2))
-    corners = np.array([(0, 0), (0, 1), (1, 0), (1, 1)])
-    areas = np.empty(n_cells)
-    for cell in range(n_cells):
-        span = slice(starts[cell], starts[cell + 1])
-        points = (np.stack([rows[span], cols[span]], axis=1)[:, None, :] + corners).reshape(-1, 2)
-        areas[cell] = ConvexHull(points).volume
-    return areas
+    """Area of the convex hull of each cell's pixel squares.
+
+    The hull of a set of unit squares is the hull of its row extents' corners; its
+    area is the integral between the right envelope and the left envelope over y.
+    """
+    boxes = ndimage.find_objects(index, max_label=n_cells)
+    top = np.array([box[0].start for box in boxes])
+    height = np.array([box[0].stop - box[0].start for box in boxes])
+    offset = np.concatenate([[0], np.cumsum(height)])
+    padded = np.pad(index, ((0, 0), (1, 1)))
+    first = np.full(offset[-1], np.inf)
+    last = np.full(offset[-1], -np.inf)
+    # a row's extremes are among the pixels whose left (right) neighbour is another label
+    for extreme, neighbour, reduce, shift in ((first, padded[:, :-2], np.minimum, 0), (last, padded[:, 2:], np.maximum, 1)):
+        rows, cols = np.nonzero((index != neighbour) & (index > 0))
+        cell = index[rows, cols] - 1
+        reduce.at(extreme, offset[cell] + rows - top[cell], cols + shift)
+    def pixel_row(values, k, fill):
+        """``values`` of each cell's pixel row ``k`` (0 = top), ``fill`` where it has none."""
+        inside = (k >= 0) & (k < height[:, None])
+        return np.where(inside, values[offset[:-1, None] + np.clip(k, 0, height[:, None] - 1)], fill)
+
+    # corner rows y = top .. top + height; each takes the extremes of the pixel rows it bounds
+    k = np.arange(int(height.max()) + 1)[None, :]
+    left = np.minimum(pixel_row(first, k, np.inf), pixel_row(first, k - 1, np.inf))
+    right = np.maximum(pixel_row(last, k, -np.inf), pixel_row(last, k - 1, -np.inf))
+    valid = np.isfinite(left)
+    y = (top[:, None] + k).astype(float)
+    left, right = np.where(valid, left, 0.0), np.where(valid, right, 0.0)
+    return -_lower_envelope_integral(y, -right, valid) - _lower_envelope_integral(y, left, valid)
 
 
 def cell_shapes(labels: np.ndarray, spacing: float | None = None) -> pd.DataFrame:
@@ -118,11 +159,13 @@ def cell_shapes(labels: np.ndarray, spacing: float | None = None) -> pd.DataFram
         raise ValueError(f"spacing must be a positive number (isotropic pixel size), got {spacing!r}")
     ids, fragments = count_fragments(labels)
     n_cells = len(ids)
-    index = np.searchsorted(ids, labels) + 1 if n_cells else np.zeros(labels.shape, np.int64)
+    if n_cells == 0:
+        return pd.DataFrame({column: np.zeros(0, labels.dtype if column == "label" else float) for column in SHAPE_COLUMNS})
+    index = np.searchsorted(ids, labels) + 1
     index[labels == 0] = 0
     area = np.bincount(index.ravel(), minlength=n_cells + 1)[1:].astype(float)
     perimeter = _crossings(index, n_cells)
-    major = _second_moments(index, n_cells, area) if n_cells else np.zeros(0)
+    major = _major_axes(index, n_cells, area)
     hull = _hull_areas(index, n_cells)
     scale = 1.0 if spacing is None else float(spacing)
     return pd.DataFrame(
