@@ -53,14 +53,28 @@ class Overlaps:
         return self.overlap / union
 
 
+def renumber(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels renumbered 1..n (0 stays background), and the original id of each new one.
+
+    Returns ``(index, ids)`` with ``labels == ids[index - 1]`` wherever ``index > 0``.
+    """
+    index, mapping = fastremap.renumber(labels, preserve_zero=True, in_place=False)
+    ids = np.zeros(len(mapping), labels.dtype)
+    for old, new in mapping.items():
+        if new:
+            ids[new - 1] = old
+    return index, ids[: sum(1 for new in mapping.values() if new)]
+
+
 def overlaps(gt: np.ndarray, pred: np.ndarray) -> Overlaps:
     """Count the pixels each (gt cell, predicted cell) pair shares, in one pass."""
-    gt_renumbered, _ = fastremap.renumber(gt, preserve_zero=True, in_place=False)
-    pred_renumbered, _ = fastremap.renumber(pred, preserve_zero=True, in_place=False)
-    n_gt, n_pred = int(gt_renumbered.max(initial=0)), int(pred_renumbered.max(initial=0))
-    gt_flat, pred_flat = gt_renumbered.ravel().astype(np.int64), pred_renumbered.ravel().astype(np.int64)
+    gt_renumbered, gt_ids = renumber(gt)
+    pred_renumbered, pred_ids = renumber(pred)
+    n_gt, n_pred = len(gt_ids), len(pred_ids)
+    gt_flat, pred_flat = gt_renumbered.ravel(), pred_renumbered.ravel()
     both = (gt_flat > 0) & (pred_flat > 0)
-    keys, counts = np.unique(gt_flat[both] * (n_pred + 1) + pred_flat[both], return_counts=True)
+    pairs = gt_flat[both].astype(np.int64) * (n_pred + 1) + pred_flat[both]
+    keys, counts = np.unique(pairs, return_counts=True)
     return Overlaps(
         gt_area=np.bincount(gt_flat, minlength=n_gt + 1)[1:],
         pred_area=np.bincount(pred_flat, minlength=n_pred + 1)[1:],

@@ -30,21 +30,34 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from instanseg_scnp.metrics._labels import check_labels
-from instanseg_scnp.metrics.topology import count_fragments
+from instanseg_scnp.metrics._labels import check_labels, renumber
+from instanseg_scnp.metrics.topology import count_pieces
 
 __all__ = ["SHAPE_COLUMNS", "cell_shapes"]
 
 SHAPE_COLUMNS = ("label", "area", "perimeter", "circularity", "roundness", "solidity", "fragments")
 
-_CROFTON_DIRECTIONS = (((1, 0), 1.0), ((0, 1), 1.0), ((1, 1), 2**-0.5), ((1, -1), 2**-0.5))
+_CROFTON_DIRECTIONS = (((1, 0), 1.0), ((1, 1), 2**-0.5), ((1, -1), 2**-0.5))  # horizontal: from runs
 
 
-def _crossings(index: np.ndarray, n_cells: int) -> np.ndarray:
+def _runs(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Horizontal runs of one label in row-major order: rows, starts, stops (exclusive), cells.
+
+    Runs pair up in order: in each row, every run's start comes before its stop,
+    and both before the next run's start.
+    """
+    padded = np.pad(index, ((0, 0), (1, 1)))
+    foreground = index > 0
+    rows, starts = np.nonzero((index != padded[:, :-2]) & foreground)
+    _, ends = np.nonzero((index != padded[:, 2:]) & foreground)
+    return rows, starts, ends + 1, index[rows, starts]
+
+
+def _crossings(index: np.ndarray, n_cells: int, run_cells: np.ndarray) -> np.ndarray:
     """Crofton perimeter per cell of a label image renumbered 0..n_cells (0 background)."""
     padded = np.pad(index, 1)
     height, width = padded.shape
-    weighted = np.zeros(n_cells + 1)
+    weighted = 2.0 * np.bincount(run_cells, minlength=n_cells + 1)  # each run: two horizontal crossings
     for (dy, dx), weight in _CROFTON_DIRECTIONS:
         first = padded[: height - dy, max(0, -dx) : width - max(0, dx)]
         second = padded[dy:, max(0, dx) : width - max(0, -dx)]
@@ -55,11 +68,14 @@ def _crossings(index: np.ndarray, n_cells: int) -> np.ndarray:
     return np.pi / 8 * weighted[1:]
 
 
-def _major_axes(index: np.ndarray, n_cells: int, area: np.ndarray) -> np.ndarray:
-    """Length of the major axis of each cell's equal-moment ellipse."""
-    rows, cols = np.indices(index.shape)
-    flat, rows, cols = index.ravel(), rows.ravel().astype(float), cols.ravel().astype(float)
-    sums = [np.bincount(flat, weights=w, minlength=n_cells + 1)[1:] for w in (rows, cols, rows**2, cols**2, rows * cols)]
+def _major_axes(runs, n_cells: int, area: np.ndarray) -> np.ndarray:
+    """Length of the major axis of each cell's equal-moment ellipse, from its runs in closed form."""
+    rows, starts, stops, cells = runs
+    r, a, b = rows.astype(float), starts.astype(float), stops - 1.0
+    n = b - a + 1
+    sum_c = n * (a + b) / 2
+    sum_c2 = (b * (b + 1) * (2 * b + 1) - (a - 1) * a * (2 * a - 1)) / 6
+    sums = [np.bincount(cells, weights=w, minlength=n_cells + 1)[1:] for w in (n * r, sum_c, n * r * r, sum_c2, r * sum_c)]
     mean_r, mean_c = sums[0] / area, sums[1] / area
     var_r = sums[2] / area - mean_r**2
     var_c = sums[3] / area - mean_c**2
@@ -97,24 +113,23 @@ def _lower_envelope_integral(y: np.ndarray, x: np.ndarray, valid: np.ndarray) ->
     return (np.diff(ys, axis=1) * (xs[:, 1:] + xs[:, :-1]) / 2 * segment).sum(axis=1)
 
 
-def _hull_areas(index: np.ndarray, n_cells: int) -> np.ndarray:
+def _hull_areas(index: np.ndarray, n_cells: int, runs) -> np.ndarray:
     """Area of the convex hull of each cell's pixel squares.
 
     The hull of a set of unit squares is the hull of its row extents' corners; its
     area is the integral between the right envelope and the left envelope over y.
     """
+    rows, starts, stops, cells = runs
     boxes = ndimage.find_objects(index, max_label=n_cells)
     top = np.array([box[0].start for box in boxes])
     height = np.array([box[0].stop - box[0].start for box in boxes])
     offset = np.concatenate([[0], np.cumsum(height)])
-    padded = np.pad(index, ((0, 0), (1, 1)))
+    key = offset[cells - 1] + rows - top[cells - 1]
     first = np.full(offset[-1], np.inf)
     last = np.full(offset[-1], -np.inf)
-    # a row's extremes are among the pixels whose left (right) neighbour is another label
-    for extreme, neighbour, reduce, shift in ((first, padded[:, :-2], np.minimum, 0), (last, padded[:, 2:], np.maximum, 1)):
-        rows, cols = np.nonzero((index != neighbour) & (index > 0))
-        cell = index[rows, cols] - 1
-        reduce.at(extreme, offset[cell] + rows - top[cell], cols + shift)
+    np.minimum.at(first, key, starts)
+    np.maximum.at(last, key, stops)
+
     def pixel_row(values, k, fill):
         """``values`` of each cell's pixel row ``k`` (0 = top), ``fill`` where it has none."""
         inside = (k >= 0) & (k < height[:, None])
@@ -157,16 +172,16 @@ def cell_shapes(labels: np.ndarray, spacing: float | None = None) -> pd.DataFram
     labels = check_labels(labels, name="labels", ndims=(2,))
     if spacing is not None and not (np.isscalar(spacing) and np.isfinite(spacing) and spacing > 0):
         raise ValueError(f"spacing must be a positive number (isotropic pixel size), got {spacing!r}")
-    ids, fragments = count_fragments(labels)
+    index, ids = renumber(labels)
     n_cells = len(ids)
     if n_cells == 0:
         return pd.DataFrame({column: np.zeros(0, labels.dtype if column == "label" else float) for column in SHAPE_COLUMNS})
-    index = np.searchsorted(ids, labels) + 1
-    index[labels == 0] = 0
-    area = np.bincount(index.ravel(), minlength=n_cells + 1)[1:].astype(float)
-    perimeter = _crossings(index, n_cells)
-    major = _major_axes(index, n_cells, area)
-    hull = _hull_areas(index, n_cells)
+    runs = _runs(index)
+    area = np.bincount(runs[3], weights=runs[2] - runs[1], minlength=n_cells + 1)[1:]
+    perimeter = _crossings(index, n_cells, runs[3])
+    major = _major_axes(runs, n_cells, area)
+    hull = _hull_areas(index, n_cells, runs)
+    fragments = count_pieces(index, n_cells)
     scale = 1.0 if spacing is None else float(spacing)
     return pd.DataFrame(
         {
@@ -179,4 +194,4 @@ def cell_shapes(labels: np.ndarray, spacing: float | None = None) -> pd.DataFram
             "fragments": fragments,
         },
         columns=list(SHAPE_COLUMNS),
-    )
+    ).sort_values("label", ignore_index=True)

@@ -25,12 +25,11 @@ Instance-level counts, from the pixels each (gt, predicted) pair shares:
 
 from __future__ import annotations
 
-import fastremap
 import numpy as np
 from scipy import ndimage
 from skimage.measure import label as label_regions
 
-from instanseg_scnp.metrics._labels import check_label_pair, check_labels, overlaps
+from instanseg_scnp.metrics._labels import check_label_pair, check_labels, overlaps, renumber
 
 __all__ = ["betti_numbers", "count_fragments", "topology_errors"]
 
@@ -69,6 +68,14 @@ def betti_numbers(mask: np.ndarray, connectivity: int | None = None) -> tuple[in
     return int(beta0), int(background_components) - 1
 
 
+def count_pieces(index: np.ndarray, n_cells: int, connectivity: int | None = None) -> np.ndarray:
+    """Connected pieces of each cell of a label image renumbered 1..n_cells."""
+    pieces = label_regions(index, background=0, connectivity=_check_connectivity(connectivity, index.ndim))
+    owner = np.zeros(int(pieces.max(initial=0)) + 1, np.int64)
+    owner[pieces.ravel()] = index.ravel()  # every pixel of a piece has the piece's label
+    return np.bincount(owner[1:], minlength=n_cells + 1)[1:]
+
+
 def count_fragments(labels: np.ndarray, connectivity: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The labels present (ascending, 0 excluded) and how many connected pieces each has.
 
@@ -77,17 +84,10 @@ def count_fragments(labels: np.ndarray, connectivity: int | None = None) -> tupl
     >>> count_fragments(np.array([[7, 0, 7, 2, 2]]))
     (array([2, 7]), array([1, 2]))
     """
-    labels = check_labels(labels, name="labels")
-    connectivity = _check_connectivity(connectivity, labels.ndim)
-    renumbered, mapping = fastremap.renumber(labels, preserve_zero=True, in_place=False)
-    pieces = label_regions(renumbered, background=0, connectivity=connectivity)
-    owner = np.zeros(int(pieces.max(initial=0)) + 1, np.int64)
-    owner[pieces.ravel()] = renumbered.ravel()  # every pixel of a piece has the piece's label
-    n_labels = sum(1 for new in mapping.values() if new)
-    counts = np.bincount(owner[1:], minlength=n_labels + 1)[1:]
-    original = np.array(sorted((new, old) for old, new in mapping.items() if new), dtype=np.int64).reshape(-1, 2)[:, 1]
-    order = np.argsort(original)
-    return original[order].astype(labels.dtype), counts[order]
+    index, ids = renumber(check_labels(labels, name="labels"))
+    pieces = count_pieces(index, len(ids), connectivity)
+    order = np.argsort(ids)
+    return ids[order], pieces[order]
 
 
 def topology_errors(gt: np.ndarray, pred: np.ndarray, connectivity: int | None = None) -> dict:
