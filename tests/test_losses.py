@@ -65,7 +65,7 @@ def seed_inputs(seed=0, sparse=False):
     """Seed logits x (1, H, W), labels y (1, H, W) and the annotated mask, as upstream's forward passes them."""
     generator = torch.Generator().manual_seed(seed)
     y = disks()[0]
-    x = torch.randn(y.shape, generator=generator, dtype=torch.float64) * 3
+    x = torch.randn(y.shape, generator=generator) * 3  # float32, like upstream's targets
     mask = None
     if sparse:
         mask = torch.ones_like(y, dtype=torch.bool)
@@ -210,11 +210,11 @@ def test_seed_loss_weak_pixel_collects_one_gradient_per_neighbour(seed_loss):
     """A weak pixel in the middle of a cell is the worst of its 3x3 window: its
     gradient is 9x its plain gradient, one share per neighbour it reaches."""
     y = disks()[0]
-    noise = torch.rand(y.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.1
+    noise = torch.rand(y.shape, generator=torch.Generator().manual_seed(0)) * 0.1
     if seed_loss == "binary_xloss":
-        x = torch.where(y > 0, 5.0, -5.0).double() + noise
+        x = torch.where(y > 0, 5.0, -5.0) + noise
     else:  # upstream's regression target, so that every error is small but the weak pixel's
-        x = (instance_wise_edt(y.float(), edt_type="edt")[None].double() - 0.5) * 15 + noise
+        x = (instance_wise_edt(y.float(), edt_type="edt")[None] - 0.5) * 15 + noise
     x[0, 20, 20] -= 8.0  # the centre of cell 1
     _, plain_grad = value_and_grad(upstream_loss(seed_loss_fn=seed_loss).seed_loss, x, y)
     _, grad = value_and_grad(make_loss(seed_loss=seed_loss, scnp="seed", window=3).seed_loss, x, y)
