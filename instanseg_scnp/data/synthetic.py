@@ -90,8 +90,8 @@ def _paint(shape, n_cells, rng) -> tuple[np.ndarray, np.ndarray]:
             centre = rng.uniform(0, shape)
         radius = new_radius
         angle = rng.uniform(0, np.pi)
-        # draw in a window around the cell: 3.5 radii holds the longest ellipse and dumbbell
-        extent = int(np.ceil(3.5 * radius)) + 2
+        # draw in a window around the cell: the longest ellipse reaches 2.8 * 1.36 radii
+        extent = int(np.ceil(3.9 * radius)) + 2
         low = np.clip(centre.astype(int) - extent, 0, shape)
         high = np.clip(centre.astype(int) + extent + 1, 0, shape)
         window = (slice(low[0], high[0]), slice(low[1], high[1]))

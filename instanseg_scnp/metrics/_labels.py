@@ -59,11 +59,11 @@ def renumber(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns ``(index, ids)`` with ``labels == ids[index - 1]`` wherever ``index > 0``.
     """
     index, mapping = fastremap.renumber(labels, preserve_zero=True, in_place=False)
-    ids = np.zeros(len(mapping), labels.dtype)
-    for old, new in mapping.items():
-        if new:
-            ids[new - 1] = old
-    return index, ids[: sum(1 for new in mapping.values() if new)]
+    old = np.fromiter(mapping.keys(), labels.dtype, len(mapping))
+    new = np.fromiter(mapping.values(), np.int64, len(mapping))
+    ids = np.empty(int(new.max(initial=0)), labels.dtype)
+    ids[new[new > 0] - 1] = old[new > 0]
+    return index, ids
 
 
 def overlaps(gt: np.ndarray, pred: np.ndarray) -> Overlaps:

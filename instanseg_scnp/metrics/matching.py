@@ -3,9 +3,9 @@ r"""Instance matching: F1 over IoU thresholds and panoptic quality.
 Cells are matched one to one by intersection over union (IoU). For a threshold
 :math:`t \ge 0.5` a gt cell and a predicted cell match when
 :math:`\mathrm{IoU} \ge t`; above 0.5 such a match is unique (each cell covers
-more than half of the other), and exact ties at 0.5 go to the pair with the
-larger IoU, then the lower labels. Per threshold, with TP matched pairs, FP
-unmatched predictions and FN unmatched gt cells:
+more than half of the other); at exactly 0.5 a cell cut exactly in half matches
+one of its halves (the first in raster order). Per threshold, with TP matched
+pairs, FP unmatched predictions and FN unmatched gt cells:
 
 .. math::
 
@@ -44,7 +44,7 @@ def f1_from_counts(tp: float, fp: float, fn: float) -> float:
 def _matched_pairs(iou: np.ndarray, gt_index: np.ndarray, pred_index: np.ndarray, threshold: float) -> np.ndarray:
     """Indices of the one-to-one matched pairs with IoU >= threshold."""
     candidates = np.flatnonzero(iou >= threshold)
-    order = candidates[np.lexsort((pred_index[candidates], gt_index[candidates], -iou[candidates]))]
+    order = candidates[np.lexsort((pred_index[candidates], gt_index[candidates]))]
     order = order[np.unique(gt_index[order], return_index=True)[1]]
     return order[np.unique(pred_index[order], return_index=True)[1]]
 
@@ -75,7 +75,7 @@ def match(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = DEFAUL
     (0.5, 0.5)
     """
     gt, pred = check_label_pair(gt, pred)
-    thresholds = [float(t) for t in thresholds]
+    thresholds = [round(float(t), 10) for t in thresholds]  # np.arange(0.5, 0.95, 0.05) has 0.6000000000000001
     if not thresholds or any(not 0.5 <= t <= 1 for t in thresholds):
         raise ValueError(f"thresholds must be in [0.5, 1] (one-to-one matching), got {thresholds}")
     table = overlaps(gt, pred)

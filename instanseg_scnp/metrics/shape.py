@@ -3,8 +3,9 @@ r"""Per-cell shape table: area, perimeter, circularity, roundness, solidity, fra
 Two roundness-like measures are reported because they see different errors
 (both as ImageJ defines them):
 
-- circularity ("Circ."), :math:`4\pi A / P^2`: 1 for a disc, lower for any
-  ragged or wavy outline: it catches *boundary* errors (jagged edges, notches);
+- circularity ("Circ."), :math:`4\pi A / P^2`, capped at 1 as ImageJ does (small
+  cells' perimeters read short): 1 for a disc, lower for any ragged or wavy
+  outline: it catches *boundary* errors (jagged edges, notches);
 - roundness ("Round"), :math:`4A / (\pi\, \mathrm{major}^2)`: the ratio of the
   minor to the major axis of the best-fitting ellipse (minor/major exactly for an
   ellipse): it ignores the outline and catches *elongation* (two cells merged
@@ -130,10 +131,22 @@ def _hull_areas(index: np.ndarray, n_cells: int, runs) -> np.ndarray:
     np.minimum.at(first, key, starts)
     np.maximum.at(last, key, stops)
 
+    # Cells of similar height share a lockstep pass, so one tall cell costs only its own rows.
+    areas = np.empty(n_cells)
+    bucket = np.ceil(np.log2(height + 1)).astype(int)
+    for value in np.unique(bucket):
+        members = np.flatnonzero(bucket == value)
+        areas[members] = _envelope_areas(first, last, top[members], height[members], offset[members])
+    return areas
+
+
+def _envelope_areas(first, last, top, height, start) -> np.ndarray:
+    """Hull areas of the cells whose pixel rows' extents are ``first/last[start + k]``, k < height."""
+
     def pixel_row(values, k, fill):
         """``values`` of each cell's pixel row ``k`` (0 = top), ``fill`` where it has none."""
         inside = (k >= 0) & (k < height[:, None])
-        return np.where(inside, values[offset[:-1, None] + np.clip(k, 0, height[:, None] - 1)], fill)
+        return np.where(inside, values[start[:, None] + np.clip(k, 0, height[:, None] - 1)], fill)
 
     # corner rows y = top .. top + height; each takes the extremes of the pixel rows it bounds
     k = np.arange(int(height.max()) + 1)[None, :]
@@ -170,12 +183,15 @@ def cell_shapes(labels: np.ndarray, spacing: float | None = None) -> pd.DataFram
     (1.0, 1.0)
     """
     labels = check_labels(labels, name="labels", ndims=(2,))
-    if spacing is not None and not (np.isscalar(spacing) and np.isfinite(spacing) and spacing > 0):
+    if spacing is not None and (
+        isinstance(spacing, bool) or np.ndim(spacing) != 0 or not (np.isfinite(spacing) and spacing > 0)
+    ):
         raise ValueError(f"spacing must be a positive number (isotropic pixel size), got {spacing!r}")
     index, ids = renumber(labels)
     n_cells = len(ids)
     if n_cells == 0:
-        return pd.DataFrame({column: np.zeros(0, labels.dtype if column == "label" else float) for column in SHAPE_COLUMNS})
+        dtypes = {"label": labels.dtype, "fragments": np.int64}
+        return pd.DataFrame({column: np.zeros(0, dtypes.get(column, float)) for column in SHAPE_COLUMNS})
     runs = _runs(index)
     area = np.bincount(runs[3], weights=runs[2] - runs[1], minlength=n_cells + 1)[1:]
     perimeter = _crossings(index, n_cells, runs[3])
@@ -188,7 +204,7 @@ def cell_shapes(labels: np.ndarray, spacing: float | None = None) -> pd.DataFram
             "label": ids,
             "area": area * scale**2,
             "perimeter": perimeter * scale,
-            "circularity": 4 * np.pi * area / np.maximum(perimeter, np.finfo(float).tiny) ** 2,
+            "circularity": np.minimum(4 * np.pi * area / perimeter**2, 1.0),
             "roundness": 4 * area / (np.pi * major**2),
             "solidity": area / hull,
             "fragments": fragments,

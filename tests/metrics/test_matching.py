@@ -37,10 +37,17 @@ def test_match_hand_computed():
 
 
 def test_match_ties_at_half_are_one_to_one():
-    gt = np.array([[1, 1, 1, 1]])
-    pred = np.array([[1, 1, 2, 2]])  # both halves have IoU exactly 0.5 with gt 1
-    at_50 = match(gt, pred, thresholds=(0.5,))["per_threshold"][0]
+    whole, halves = np.array([[1, 1, 1, 1]]), np.array([[1, 1, 2, 2]])  # each half: IoU exactly 0.5
+    at_50 = match(whole, halves, thresholds=(0.5,))["per_threshold"][0]
     assert (at_50["tp"], at_50["fp"], at_50["fn"]) == (1, 1, 0)
+    at_50 = match(halves, whole, thresholds=(0.5,))["per_threshold"][0]
+    assert (at_50["tp"], at_50["fp"], at_50["fn"]) == (1, 0, 1)
+
+
+def test_match_thresholds_from_arange():
+    gt, pred = np.array([[1, 1, 1, 1, 1]]), np.array([[1, 1, 1, 0, 0]])  # IoU exactly 3/5
+    rows = match(gt, pred, thresholds=np.arange(0.5, 0.95, 0.05))["per_threshold"]
+    assert [row["tp"] for row in rows] == [1, 1, 1, 0, 0, 0, 0, 0, 0]
 
 
 @pytest.mark.filterwarnings("ignore:Sparse:UserWarning")  # raised inside upstream's sparse IoU

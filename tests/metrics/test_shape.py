@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from skimage.data import binary_blobs
 from skimage.draw import disk, ellipse
+from scipy.spatial import ConvexHull
 from skimage.measure import label, perimeter_crofton, regionprops
 
 from instanseg_scnp.metrics import SHAPE_COLUMNS, cell_shapes
@@ -58,6 +59,28 @@ def test_cell_shapes_match_scikit_image_per_region():
         assert row.fragments == 1
 
 
+@pytest.mark.parametrize("seed", range(30))
+def test_solidity_matches_convex_hull_of_pixel_squares(seed):
+    """Random small label images: gaps inside rows, missing rows, pieces, border cells."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, size=tuple(rng.integers(1, 12, 2)))
+    labels[rng.random(labels.shape) < 0.3] = 0
+    table = cell_shapes(labels.astype(np.int64)).set_index("label")
+    for value in table.index:
+        rows, cols = np.nonzero(labels == value)
+        corners = (np.stack([rows, cols], 1)[:, None, :] + [(0, 0), (0, 1), (1, 0), (1, 1)]).reshape(-1, 2)
+        assert table.loc[value, "solidity"] == pytest.approx(len(rows) / ConvexHull(corners).volume, rel=1e-9)
+
+
+def test_hull_with_one_very_tall_cell():
+    """Cells are hulled in groups of similar height; a label reused far away is its own group."""
+    labels = np.kron(np.arange(1, 101).reshape(10, 10), np.ones((5, 5), np.int64))
+    labels = np.pad(labels, ((0, 950), (0, 0)))
+    labels[-1, -1] = labels[0, 0]  # a label reused far away: one cell 1000 rows tall
+    table = cell_shapes(labels)
+    assert table.solidity.iloc[1:].tolist() == pytest.approx([1.0] * 99)
+
+
 def test_cell_shapes_labels_fragments_spacing():
     labels = np.zeros((20, 20), np.int64)
     labels[2:6, 2:6] = 2**35
@@ -80,7 +103,7 @@ def test_cell_shapes_single_pixel_and_empty():
     assert np.isfinite([row.circularity, row.roundness, row.solidity]).all()
     empty = cell_shapes(np.zeros((5, 5), int))
     assert list(empty.columns) == list(SHAPE_COLUMNS) and len(empty) == 0
-    assert all(pd.api.types.is_numeric_dtype(dtype) for dtype in empty.dtypes)
+    assert empty.dtypes.to_dict() == cell_shapes(dot).dtypes.to_dict()
 
 
 @pytest.mark.parametrize(
@@ -90,6 +113,7 @@ def test_cell_shapes_single_pixel_and_empty():
         (np.zeros((3, 3), bool), {}, TypeError, "label it first"),
         (np.zeros((3, 3), int), {"spacing": -1.0}, ValueError, "spacing must be a positive number"),
         (np.zeros((3, 3), int), {"spacing": (1.0, 2.0)}, ValueError, "spacing must be a positive number"),
+        (np.zeros((3, 3), int), {"spacing": True}, ValueError, "spacing must be a positive number"),
     ],
 )
 def test_cell_shapes_bad_input(labels, kwargs, error, message):
