@@ -5,14 +5,18 @@ For every element, the max of its *same-class* neighbours in a box window
 max came from: the backward scatters the gradient there. ``max_pool`` would
 keep int64 flat indices instead (8 bytes per element and pool).
 
-Why it is exact and cheap: a box is a product of 1-D windows, so the box max is
-a chain of 1-D maxes, one per axis. Each 1-D pass takes ``floor(log2 w) + 1``
-elementwise steps with the sparse-table trick (blocks of width ``2**k <= w``
-built by doubling; two blocks cover the window). Each step carries the source
-coordinates found so far, as positions modulo 256 (uint8), so it needs no
-index arithmetic; they become signed offsets once, at the end. Excluded
-elements (other class, ignored, outside the image) are ``-inf`` and never win
-over a candidate, and every element is a candidate of its own window.
+Two engines find the maxima and their sources (:data:`ENGINES`):
+
+- on CPU, separable sparse tables: a box is a product of 1-D windows, so the box
+  max is a chain of 1-D maxes, one per axis, each in ``floor(log2 w) + 1``
+  elementwise steps (blocks of width ``2**k <= w`` built by doubling; two blocks
+  cover the window). Each step carries the source coordinates found so far as
+  positions modulo 256 (uint8), so it needs no index arithmetic;
+- elsewhere (GPUs), one ``max_pool`` kernel with indices, whose launch costs less
+  there than the separable engine's many small kernels.
+
+Both see excluded elements (other class, ignored, outside the image) as ``-inf``,
+which never win over a candidate; every element is a candidate of its own window.
 """
 
 from __future__ import annotations
