@@ -42,22 +42,26 @@ def _positions(length: int, dim: int, ndim: int, device: torch.device) -> torch.
 
 
 def _axis_max(
-    values: torch.Tensor, sources: torch.Tensor | None, dim: int, window: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+    values: torch.Tensor, sources: torch.Tensor | None, dim: int, window: int, *, track: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sliding max of width ``window`` along ``dim`` of ``values``, padded by ``window // 2``.
 
     ``sources`` (k, *values.shape), uint8, are the positions chosen by earlier
     axes; they travel with the winning element. Returns the maxima, shorter by
     ``window - 1`` along ``dim``, and the sources with this axis's position
-    appended. NaN wins (``torch.maximum``); ties keep the earlier element.
+    appended (None unless ``track``). NaN wins (``torch.maximum``); ties keep the
+    earlier element.
     """
-    positions = _positions(values.shape[dim], dim, values.ndim, values.device)
-    positions = positions.expand(values.shape).unsqueeze(0)
-    sources = positions if sources is None else torch.cat([sources, positions.expand(1, *sources.shape[1:])])
+    if track:
+        positions = _positions(values.shape[dim], dim, values.ndim, values.device)
+        positions = positions.expand(values.shape).unsqueeze(0)
+        sources = positions if sources is None else torch.cat([sources, positions.expand(1, *sources.shape[1:])])
 
     def combine(values, sources, shift, length):
         """Max of the blocks starting at ``i`` and ``i + shift``, for ``i < length``."""
         first, second = values.narrow(dim, 0, length), values.narrow(dim, shift, length)
+        if not track:
+            return torch.maximum(first, second), None
         take_second = (second > first).view(torch.uint8)
         first_source = sources.narrow(dim + 1, 0, length)
         second_source = sources.narrow(dim + 1, shift, length)
@@ -117,31 +121,34 @@ def _candidates(values, foreground, annotated, foreground_min, radii) -> torch.T
     return candidates
 
 
-def _separable_engine(values, foreground, annotated, foreground_min, window, pooled_dims):
+def _separable_engine(values, foreground, annotated, foreground_min, window, pooled_dims, track):
     """Chained 1-D sparse-table maxes: few, cheap elementwise passes (best on CPU).
 
-    Returns both classes' maxima (2, ...) and each element's own-class source
-    offsets (len(pooled_dims), ...), int8.
+    Returns both classes' maxima (2, ...) and, if ``track``, each element's
+    own-class source offsets (len(pooled_dims), ...), int8; else None.
     """
     spatial_start = values.ndim - len(window)
     pooled = _candidates(values, foreground, annotated, foreground_min, [w // 2 for w in window])
     sources = None
     for dim in pooled_dims:
-        pooled, sources = _axis_max(pooled, sources, dim + 1, window[dim - spatial_start])
+        pooled, sources = _axis_max(pooled, sources, dim + 1, window[dim - spatial_start], track=track)
+    if not track:
+        return pooled, None
     sources = sources[:, 0] * foreground + sources[:, 1] * (1 - foreground)
     return pooled, _offsets(sources, pooled_dims, window, spatial_start)
 
 
-def _max_pool_engine(values, foreground, annotated, foreground_min, window, pooled_dims):
+def _max_pool_engine(values, foreground, annotated, foreground_min, window, pooled_dims, track):
     """One ``max_pool`` kernel with indices, turned into int8 offsets (best on GPUs,
     where the separable engine's many small kernels cost more in launches than in work)."""
     spatial_start = values.ndim - len(window)
     spatial_shape = values.shape[spatial_start:]
     candidates = _candidates(values, foreground, annotated, foreground_min, [0] * len(window))
     pool = F.max_pool2d if len(window) == 2 else F.max_pool3d
-    pooled, index = pool(
-        candidates.flatten(0, 1), window, stride=1, padding=[w // 2 for w in window], return_indices=True
-    )
+    padding = [w // 2 for w in window]
+    if not track:
+        return pool(candidates.flatten(0, 1), window, stride=1, padding=padding).view(candidates.shape), None
+    pooled, index = pool(candidates.flatten(0, 1), window, stride=1, padding=padding, return_indices=True)
     pooled, index = pooled.view(candidates.shape), index.view(candidates.shape)
     index = torch.where(foreground.bool(), index[0], index[1])  # flat index within each (b, c) plane
     offsets = []
@@ -176,17 +183,19 @@ class SameClassMax(torch.autograd.Function):
         foreground = foreground.view(torch.uint8)
         annotated = None if ignore is None else 1 - ignore.view(torch.uint8)
         engine = ENGINES.get(values.device.type, _max_pool_engine)
-        pooled, offsets = engine(values, foreground, annotated, foreground_min, window, pooled_dims)
+        track = ctx.needs_input_grad[0]  # sources only matter for backward
+        pooled, offsets = engine(values, foreground, annotated, foreground_min, window, pooled_dims, track)
         if foreground_min:
             pooled[0].neg_()
         result = _select(foreground, pooled[0], pooled[1])
         if annotated is not None:
             result = _select(annotated, result, values)
-        # Where the output is the element's own value (ignored elements, ties with
-        # itself, windows of nothing but -inf) or NaN, the element itself is a valid
-        # source; this also keeps every source inside the image.
-        offsets *= ((result != values) & (result == result)).view(torch.int8)
-        ctx.save_for_backward(offsets)
+        if track:
+            # Where the output is the element's own value (ignored elements, ties with
+            # itself, windows of nothing but -inf) or NaN, the element itself is a valid
+            # source; this also keeps every source inside the image.
+            offsets *= ((result != values) & (result == result)).view(torch.int8)
+            ctx.save_for_backward(offsets)
         return result
 
     @staticmethod

@@ -134,6 +134,18 @@ def test_scnp_lone_infinite_pixel_is_its_own_source(device, engine):
     assert z.grad.tolist() == [[[[1.0, 1.0, 1.0]]]]
 
 
+@pytest.mark.parametrize("window", [3, (1, 5, 3)])
+def test_scnp_without_gradient_gives_the_same_values(window, device, engine):
+    """Without autograd the engines skip source tracking; the values must not change."""
+    shape = (2, 2, 9, 11) if isinstance(window, int) else (1, 2, 4, 9, 11)
+    z = torch.randn(*shape, device=device)
+    y = torch.rand(*shape, device=device) > 0.5
+    ignore = torch.rand(*shape, device=device) > 0.8
+    with torch.no_grad():
+        fast = scnp(z, y, window, ignore=ignore)
+    assert torch.equal(fast, scnp(z.clone().requires_grad_(), y, window, ignore=ignore).detach())
+
+
 def test_scnp_bool_target_with_odd_bytes():
     """Bools viewed from other bytes (e.g. numpy ``.view(bool)``) still mean True."""
     z = torch.tensor([[[[1.0, 2.0, 3.0]]]])
