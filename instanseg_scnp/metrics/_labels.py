@@ -38,7 +38,7 @@ class Overlaps:
 
     ``gt_area[i]`` / ``pred_area[j]`` are the areas of gt cell ``i + 1`` / predicted
     cell ``j + 1``; each pair ``(gt_index[k], pred_index[k])`` (0-based) shares
-    ``overlap[k]`` pixels.
+    ``overlap[k]`` pixels, ``iou[k]`` their intersection over union.
     """
 
     gt_area: np.ndarray
@@ -46,11 +46,7 @@ class Overlaps:
     gt_index: np.ndarray
     pred_index: np.ndarray
     overlap: np.ndarray
-
-    @property
-    def iou(self) -> np.ndarray:
-        union = self.gt_area[self.gt_index] + self.pred_area[self.pred_index] - self.overlap
-        return self.overlap / union
+    iou: np.ndarray
 
 
 def renumber(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,10 +71,14 @@ def overlaps(gt: np.ndarray, pred: np.ndarray) -> Overlaps:
     both = (gt_flat > 0) & (pred_flat > 0)
     pairs = gt_flat[both].astype(np.int64) * (n_pred + 1) + pred_flat[both]
     keys, counts = np.unique(pairs, return_counts=True)
+    gt_area = np.bincount(gt_flat, minlength=n_gt + 1)[1:]
+    pred_area = np.bincount(pred_flat, minlength=n_pred + 1)[1:]
+    gt_index, pred_index = keys // (n_pred + 1) - 1, keys % (n_pred + 1) - 1
     return Overlaps(
-        gt_area=np.bincount(gt_flat, minlength=n_gt + 1)[1:],
-        pred_area=np.bincount(pred_flat, minlength=n_pred + 1)[1:],
-        gt_index=keys // (n_pred + 1) - 1,
-        pred_index=keys % (n_pred + 1) - 1,
+        gt_area=gt_area,
+        pred_area=pred_area,
+        gt_index=gt_index,
+        pred_index=pred_index,
         overlap=counts,
+        iou=counts / (gt_area[gt_index] + pred_area[pred_index] - counts),
     )
