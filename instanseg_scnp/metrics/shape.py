@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import ndimage
 
 from instanseg_scnp.metrics._labels import check_labels, renumber
-from instanseg_scnp.metrics.topology import count_pieces
+from instanseg_scnp.metrics.topology import _pieces_per_label
 
 __all__ = ["SHAPE_COLUMNS", "cell_shapes"]
 
@@ -197,7 +197,7 @@ def cell_shapes(labels: np.ndarray, spacing: float | None = None) -> pd.DataFram
     perimeter = _crossings(index, n_cells, runs[3])
     major = _major_axes(runs, n_cells, area)
     hull = _hull_areas(index, n_cells, runs)
-    fragments = count_pieces(index, n_cells)
+    _, fragments = _pieces_per_label(index, None)  # index holds every id 1..n_cells
     scale = 1.0 if spacing is None else float(spacing)
     return pd.DataFrame(
         {

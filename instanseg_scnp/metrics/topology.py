@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import label as label_regions
 
-from instanseg_scnp.metrics._labels import check_label_pair, check_labels, overlaps, renumber
+from instanseg_scnp.metrics._labels import check_label_pair, check_labels, overlaps
 
 __all__ = ["betti_numbers", "count_fragments", "topology_errors"]
 
@@ -68,14 +68,6 @@ def betti_numbers(mask: np.ndarray, connectivity: int | None = None) -> tuple[in
     return int(beta0), int(background_components) - 1
 
 
-def count_pieces(index: np.ndarray, n_cells: int, connectivity: int | None = None) -> np.ndarray:
-    """Connected pieces of each cell of a label image renumbered 1..n_cells."""
-    pieces = label_regions(index, background=0, connectivity=_check_connectivity(connectivity, index.ndim))
-    owner = np.zeros(int(pieces.max(initial=0)) + 1, np.int64)
-    owner[pieces.ravel()] = index.ravel()  # every pixel of a piece has the piece's label
-    return np.bincount(owner[1:], minlength=n_cells + 1)[1:]
-
-
 def count_fragments(labels: np.ndarray, connectivity: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The labels present (ascending, 0 excluded) and how many connected pieces each has.
 
@@ -84,10 +76,15 @@ def count_fragments(labels: np.ndarray, connectivity: int | None = None) -> tupl
     >>> count_fragments(np.array([[7, 0, 7, 2, 2]]))
     (array([2, 7]), array([1, 2]))
     """
-    index, ids = renumber(check_labels(labels, name="labels"))
-    pieces = count_pieces(index, len(ids), connectivity)
-    order = np.argsort(ids)
-    return ids[order], pieces[order]
+    return _pieces_per_label(check_labels(labels, name="labels"), connectivity)
+
+
+def _pieces_per_label(labels: np.ndarray, connectivity: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`count_fragments` without the checks: one pass of connected-component labelling."""
+    pieces = label_regions(labels, background=0, connectivity=_check_connectivity(connectivity, labels.ndim))
+    owner = np.zeros(int(pieces.max(initial=0)) + 1, labels.dtype)
+    owner[pieces.ravel()] = labels.ravel()  # every pixel of a piece has the piece's label
+    return np.unique(owner[1:], return_counts=True)
 
 
 def topology_errors(gt: np.ndarray, pred: np.ndarray, connectivity: int | None = None) -> dict:
@@ -130,7 +127,7 @@ def topology_errors(gt: np.ndarray, pred: np.ndarray, connectivity: int | None =
         "beta0_pred": beta0_pred,
         "beta1_gt": beta1_gt,
         "beta1_pred": beta1_pred,
-        "fragmented": int((count_fragments(pred, connectivity)[1] > 1).sum()),
+        "fragmented": int((_pieces_per_label(pred, connectivity)[1] > 1).sum()),
         "splits": int((np.bincount(table.gt_index[pred_mostly_in_gt], minlength=len(table.gt_area)) > 1).sum()),
         "merges": int((np.bincount(table.pred_index[gt_mostly_in_pred], minlength=len(table.pred_area)) > 1).sum()),
         "missed": int((covered * 2 < table.gt_area).sum()),
