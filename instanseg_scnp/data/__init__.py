@@ -1,5 +1,31 @@
-"""Data: the built-in synthetic generator (and, with the dataset issue, the real datasets)."""
+"""Data: InstanSeg's dataset format and the built-in synthetic generator."""
 
-from instanseg_scnp.data.synthetic import MODALITIES, SyntheticImage, synthetic_image
+from instanseg_scnp.data.dataset import (
+    SPLITS,
+    DatasetError,
+    channels_last,
+    common_pixel_size,
+    load_dataset,
+    median_diameter,
+)
+from instanseg_scnp.data.synthetic import (
+    MODALITIES,
+    SYNTHETIC_PIXEL_SIZE,
+    SyntheticImage,
+    synthetic_dataset,
+    synthetic_image,
+)
 
-__all__ = ["MODALITIES", "SyntheticImage", "synthetic_image"]
+__all__ = [
+    "MODALITIES",
+    "SPLITS",
+    "SYNTHETIC_PIXEL_SIZE",
+    "DatasetError",
+    "SyntheticImage",
+    "channels_last",
+    "common_pixel_size",
+    "load_dataset",
+    "median_diameter",
+    "synthetic_dataset",
+    "synthetic_image",
+]

@@ -1,0 +1,151 @@
+"""``instanseg-scnp``: the command line, a thin layer over the library.
+
+The only module that parses arguments, configures logging and turns errors into
+exit codes. The ``train`` flags are generated from :class:`TrainConfig`'s
+fields, so their defaults and help are defined once, there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import typing
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from instanseg_scnp.data import DatasetError
+from instanseg_scnp.losses import MASK_LOSSES, SEED_LOSSES
+from instanseg_scnp.training.config import TrainConfig
+
+logger = logging.getLogger("instanseg_scnp")
+
+_CHOICES = {"seed_loss": SEED_LOSSES, "mask_loss": MASK_LOSSES}
+USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError)
+"""Errors that are the input's fault: shown as one line, exit status 2."""
+
+
+def _window(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an odd int or 'auto', got {text!r}") from None
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; an absent flag keeps the field's default."""
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default
+        hint = hints[field.name]
+        options: dict = {"default": argparse.SUPPRESS, "dest": field.name}
+        if field.name == "layers":
+            options.update(nargs="+", type=int, metavar="WIDTH")
+            default = " ".join(map(str, default))
+        elif field.name == "scnp_window":
+            options.update(type=_window, metavar="{odd int,auto}")
+        elif hint is bool:
+            options.update(action=argparse.BooleanOptionalAction)
+        elif typing.get_origin(hint) is typing.Literal:
+            options.update(choices=typing.get_args(hint))
+        elif field.name in _CHOICES:
+            options.update(choices=_CHOICES[field.name], metavar="NAME")
+        elif field.name == "out":
+            options.update(type=Path, metavar="RUN_DIR")
+        elif field.name == "pixel_size":
+            options.update(type=float, metavar="UM")
+        else:
+            options.update(type=type(default))
+        parser.add_argument(flag, help=f"{field.metadata['help']} (default: {default})", **options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="instanseg-scnp",
+        description="Train, export and evaluate InstanSeg cell models with SCNP (Same-Class Neighbor Penalization).",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    verbosity = common.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug messages (default: off)")
+    verbosity.add_argument("-q", "--quiet", action="store_true",
+                           help="warnings and errors only, no progress bars: for logs (default: off)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", parents=[common],
+        help="train a model (default: on the built-in synthetic data, a few minutes on a CPU)",
+        description="Train an InstanSeg model with SCNP, export the best epoch to RUN_DIR/instanseg.pt and "
+                    "evaluate it on the test split. Runs data-parallel under torchrun.")
+    _add_config_flags(train)
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", default=None,
+                       help="continue RUN_DIR from its last checkpoint with its own config "
+                            "(only --device and --workers may change) (default: start a new run)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace an existing, non-empty --out directory (default: refuse)")
+    train.set_defaults(func=_train)
+
+    export = commands.add_parser("export", parents=[common], help="export a run's best weights to TorchScript",
+                                 description="Export RUN_DIR's best weights (model_weights.pth) to upstream "
+                                             "InstanSeg's TorchScript format.")
+    export.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
+    export.add_argument("--output", type=Path, default=None,
+                        help="the .pt file to write (default: RUN_DIR/instanseg.pt)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output file (default: refuse)")
+    export.set_defaults(func=_export)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from instanseg_scnp.training import resume, train
+
+    settings = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
+                if hasattr(args, field.name)}
+    if args.resume is not None:
+        if args.overwrite:
+            raise ValueError("--resume continues a run; it cannot be combined with --overwrite")
+        result = resume(args.resume, progress=not args.quiet, **settings)
+    else:
+        result = train(TrainConfig(**settings), overwrite=args.overwrite, progress=not args.quiet)
+    print(result.model_path)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from instanseg_scnp.export import export_run
+
+    print(export_run(args.run_dir, args.output, overwrite=args.overwrite))
+    return 0
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: one rank reports
+        level = max(level, logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for bad input)."""
+    # upstream InstanSeg scripts functions at import; torch >= 2.10 deprecates that. Nothing for users to do.
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit\.\w+` is deprecated")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return args.func(args)
+    except (*USER_ERRORS, DatasetError) as error:
+        print(f"instanseg-scnp {args.command}: error: {error}", file=sys.stderr)
+        return 2

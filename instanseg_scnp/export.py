@@ -1,0 +1,137 @@
+"""Export a trained model to upstream InstanSeg's TorchScript format.
+
+The exported file is upstream's own ``InstanSeg_Torchscript`` wrapper (network,
+pixel classifier and postprocessing in one scripted module), so upstream
+inference loads it unchanged::
+
+    from instanseg import InstanSeg
+    labels = InstanSeg(torch.jit.load("RUN_DIR/instanseg.pt")).eval_small_image(image, pixel_size)
+
+SCNP is training-only: nothing of it is in the exported graph.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from instanseg.utils.loss.instanseg_loss import InstanSeg_Torchscript
+from instanseg.utils.model_loader import load_model
+
+from instanseg_scnp._files import atomic_path
+from instanseg_scnp._upstream import quiet_upstream
+from instanseg_scnp.rundir import BEST_WEIGHTS, EXPERIMENT_LOG, TORCHSCRIPT, require_run_dir
+
+logger = logging.getLogger(__name__)
+
+EXAMPLE_SIZE = 256
+"""Side of the example input that the round-trip check runs (upstream traces at 256 too)."""
+
+POSTPROCESSING = {"seed_threshold": 0.5}
+"""Postprocessing defaults baked into the exported model where they differ from upstream's wrapper.
+
+Validation picks the best epoch with upstream's training-time postprocessing
+(``InstanSeg.postprocessing``), whose seed threshold is 0.5; the wrapper's 0.7
+suits models trained for days and finds no cells in a model trained for
+minutes. Users can still pass ``seed_threshold=`` at inference.
+"""
+
+
+def export_torchscript(
+    model: torch.nn.Module,
+    path: str | Path,
+    *,
+    pixel_size: float,
+    n_sigma: int = 2,
+    dim_in: int = 3,
+    example: torch.Tensor | None = None,
+    params: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Script a trained InstanSeg network in upstream's wrapper, check the round trip, save it.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network with its pixel classifier attached (as after
+        ``InstanSeg.initialize_pixel_classifier``); it is copied, not changed.
+    path : path
+        Where to write the ``.pt`` file; an existing file needs ``overwrite``.
+    pixel_size : float
+        The pixel size (µm) the model was trained at; upstream inference rescales
+        images to it.
+    n_sigma, dim_in : int
+        As the model was built.
+    example : (1, dim_in, H, W) torch.Tensor, optional
+        Input for the round-trip check (default: uniform noise, 256x256).
+    params : dict, optional
+        Postprocessing defaults of the exported model (upstream's ``params``:
+        ``seed_threshold``, ``mask_threshold``, ``peak_distance``, ...); default
+        :data:`POSTPROCESSING`.
+
+    Returns
+    -------
+    Path
+        ``path``, written atomically after the reloaded file reproduced the eager
+        wrapper's labels on ``example``.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True (--overwrite) to replace it")
+    if not (math.isfinite(pixel_size) and pixel_size > 0):
+        raise ValueError(f"pixel_size must be a positive number of µm, got {pixel_size!r}")
+    network = copy.deepcopy(model).cpu().eval()
+    if example is None:
+        example = torch.rand(1, dim_in, EXAMPLE_SIZE, EXAMPLE_SIZE, generator=torch.Generator().manual_seed(0))
+    with quiet_upstream(), torch.no_grad():
+        wrapper = InstanSeg_Torchscript(network, pixel_size=float(pixel_size), n_sigma=n_sigma,
+                                        backbone_dim_in=dim_in, feature_engineering_function="0",
+                                        params=dict(POSTPROCESSING if params is None else params))
+        scripted = torch.jit.script(wrapper)
+        expected = wrapper(example.clone())  # upstream clamps its input in place
+        with atomic_path(path) as tmp:
+            torch.jit.save(scripted, str(tmp))
+            reloaded = torch.jit.load(str(tmp), map_location="cpu")(example.clone())
+            if not torch.equal(reloaded, expected):
+                raise RuntimeError(f"the TorchScript export of {str(path)!r} does not reproduce the eager model: "
+                                   f"{int((reloaded != expected).sum())} of {expected.numel()} labels differ")
+    logger.info("exported %s (pixel size %.3g µm)", path, pixel_size)
+    return path
+
+
+def export_run(run_dir: str | Path, output: str | Path | None = None, *, example: np.ndarray | None = None,
+               overwrite: bool = False) -> Path:
+    """Export a run's best weights, rebuilt through upstream's ``load_model``, to TorchScript.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run directory with ``experiment_log.csv`` and ``model_weights.pth``.
+    output : path, optional
+        Default ``RUN_DIR/instanseg.pt``.
+    example : (H, W, C) ndarray, optional
+        An image for the round-trip check, normalized as upstream inference does.
+    overwrite : bool
+        Replace an existing output file.
+    """
+    run_dir = require_run_dir(Path(run_dir), EXPERIMENT_LOG, BEST_WEIGHTS)
+    with quiet_upstream():
+        model, arguments = load_model(folder="", path=str(run_dir), device="cpu")
+    pixel_size = arguments.get("pixel_size")
+    if pixel_size is None or not math.isfinite(pixel_size):
+        raise ValueError(f"{run_dir / EXPERIMENT_LOG}: no requested_pixel_size; cannot export a model "
+                         "without the pixel size it was trained at")
+    tensor = None
+    if example is not None:
+        from instanseg.utils.utils import percentile_normalize
+
+        tensor = percentile_normalize(torch.from_numpy(np.moveaxis(np.asarray(example, np.float32), -1, 0)))[None]
+        if tensor.shape[1] == 1:
+            tensor = tensor.repeat(1, int(arguments["dim_in"]), 1, 1)
+    return export_torchscript(model, output or run_dir / TORCHSCRIPT, pixel_size=pixel_size,
+                              n_sigma=int(arguments["n_sigma"]), dim_in=int(arguments["dim_in"]),
+                              example=tensor, overwrite=overwrite)

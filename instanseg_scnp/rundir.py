@@ -1,0 +1,86 @@
+"""The run directory: what a run writes, in upstream InstanSeg's layout where one exists.
+
+::
+
+    RUN_DIR/
+        config.json          the resolved TrainConfig (+ what was derived: window, device, ...)
+        experiment_log.csv   upstream's model arguments, so upstream's load_model can rebuild the model
+        model_weights.pth    the best epoch by validation F1, upstream's checkpoint layout
+        checkpoint.pth       the last finished epoch: model, optimizer, scheduler, RNG states (for --resume)
+        metrics.csv          one row per epoch: losses, validation F1, learning rate, time
+        curves.png           the curves of metrics.csv
+        instanseg.pt         the exported TorchScript model (upstream's inference format)
+        evaluation/          per_image.csv and summary.json on the test split
+
+Every file is written through a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from instanseg_scnp._files import atomic_path
+
+logger = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+EXPERIMENT_LOG = "experiment_log.csv"
+BEST_WEIGHTS = "model_weights.pth"
+CHECKPOINT = "checkpoint.pth"
+METRICS = "metrics.csv"
+CURVES = "curves.png"
+TORCHSCRIPT = "instanseg.pt"
+EVALUATION = "evaluation"
+
+
+class RunDirError(FileExistsError):
+    """A run directory that may not be used as asked (exists without overwrite, or is not a run)."""
+
+
+def check_new_run_dir(path: Path, *, overwrite: bool) -> bool:
+    """Raise unless ``path`` may become a new run directory; True if it holds files to replace."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"run directory {str(path)!r} exists and is not a directory")
+    occupied = path.is_dir() and any(path.iterdir())
+    if occupied and not overwrite:
+        raise RunDirError(f"run directory {str(path)!r} already exists and is not empty; "
+                          "pass --overwrite (overwrite=True) to replace it, or --resume to continue it")
+    return occupied
+
+
+def create_run_dir(path: Path, *, overwrite: bool) -> Path:
+    """Create an empty run directory; an existing non-empty one is replaced only with ``overwrite``."""
+    path = Path(path)
+    if check_new_run_dir(path, overwrite=overwrite):
+        logger.warning("overwriting %s", path)
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def require_run_dir(path: Path, *names: str) -> Path:
+    """``path`` as an existing run directory holding ``names``, or a clear error."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"run directory {str(path)!r} does not exist")
+    missing = [name for name in names if not (path / name).is_file()]
+    if missing:
+        raise RunDirError(f"{str(path)!r} is not a finished-enough run directory: missing {missing}")
+    return path
+
+
+def write_experiment_log(path: Path, arguments: dict) -> None:
+    """Upstream's ``experiment_log.csv``: one ``key,value`` row per model argument, no header."""
+    with atomic_path(path / EXPERIMENT_LOG) as tmp:
+        pd.DataFrame.from_dict(arguments, orient="index").to_csv(tmp, header=False)
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """``metrics.csv`` from all epochs so far (rewritten whole, so a resumed run stays consistent)."""
+    with atomic_path(path / METRICS) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)

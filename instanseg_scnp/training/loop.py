@@ -1,0 +1,388 @@
+"""Train an InstanSeg model with SCNP: upstream's network, augmentations, loss and F1 in a loop of ours.
+
+Upstream's ``scripts/train.py`` parses ``sys.argv`` when called and keeps its
+state in module globals, so it cannot be called from a script; this loop uses
+the same building blocks (``build_model_from_dict``, ``Augmentations``, the
+``InstanSeg`` loss from :func:`instanseg_scnp.make_loss`, its
+``postprocessing`` and upstream's F1) and writes upstream's run layout, so the
+result is an ordinary InstanSeg model.
+
+Reproducibility: weights are seeded from ``seed``; every tile from (seed,
+epoch, position) (see :mod:`.samples`); a checkpoint after every epoch holds
+the model, optimizer, scheduler, gradient scaler and RNG states. A run killed
+at any point and resumed ends with the same weights as one that never stopped
+(bitwise on CPU with ``deterministic=True``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from instanseg.utils.metrics import _robust_average_precision
+from instanseg.utils.model_loader import build_model_from_dict
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from instanseg_scnp import __version__
+from instanseg_scnp._files import atomic_path, write_text_atomic
+from instanseg_scnp._upstream import quiet_upstream
+from instanseg_scnp.data import (
+    SPLITS,
+    DatasetError,
+    common_pixel_size,
+    load_dataset,
+    median_diameter,
+    synthetic_dataset,
+)
+from instanseg_scnp.evaluation import evaluate_items, load_segmenter
+from instanseg_scnp.export import export_run
+from instanseg_scnp.losses import make_loss
+from instanseg_scnp.metrics import DEFAULT_THRESHOLDS
+from instanseg_scnp.plots import plot_training_curves
+from instanseg_scnp.rundir import (
+    BEST_WEIGHTS,
+    CHECKPOINT,
+    CONFIG,
+    CURVES,
+    EVALUATION,
+    RunDirError,
+    check_new_run_dir,
+    create_run_dir,
+    require_run_dir,
+    write_experiment_log,
+    write_metrics,
+)
+from instanseg_scnp.training import distributed
+from instanseg_scnp.training.config import TrainConfig, auto_window
+from instanseg_scnp.training.samples import Tiles, collate, epoch_plan, validation_plan
+
+logger = logging.getLogger(__name__)
+
+N_SIGMA = 2
+MLP_WIDTH = 5
+HOTSTART_LOSSES = ("binary_xloss", "dice_loss")
+"""Upstream's hotstart swaps the seed and mask losses to these (and SCNP off)."""
+RESUMABLE = ("device", "workers")
+"""Settings a resumed run may change: they do not change the result."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run produced.
+
+    Attributes
+    ----------
+    run_dir : Path
+    best_epoch : int
+        The epoch of ``model_weights.pth`` (0-based), chosen by validation F1 among
+        the epochs after the hotstart.
+    best_f1 : float
+        Its validation F1 (upstream's, averaged over IoU 0.5-0.9).
+    history : list of dict
+        The rows of ``metrics.csv``.
+    model_path : Path
+        The exported TorchScript model.
+    evaluation : dict
+        The summary of :func:`instanseg_scnp.evaluation.evaluate_items` on the test split.
+    """
+
+    run_dir: Path
+    best_epoch: int
+    best_f1: float
+    history: list[dict]
+    model_path: Path
+    evaluation: dict
+
+
+def train(config: TrainConfig | None = None, *, overwrite: bool = False, progress: bool = False,
+          **settings: object) -> TrainResult:
+    """Train, validate every epoch, then export the best model and evaluate it on the test split.
+
+    Parameters
+    ----------
+    config : TrainConfig, optional
+        Default ``TrainConfig()``; ``**settings`` override its fields.
+    overwrite : bool
+        Replace an existing run directory ``config.out``.
+    progress : bool
+        Show tqdm bars (rank 0 only).
+
+    Returns
+    -------
+    TrainResult
+    """
+    config = dataclasses.replace(config or TrainConfig(), **settings) if settings else config or TrainConfig()
+    return _run(config, overwrite=overwrite, progress=progress)
+
+
+def resume(run_dir: str | Path, *, progress: bool = False, **settings: object) -> TrainResult:
+    """Continue a run from its last checkpoint, with the config it was started with.
+
+    Only ``device`` and ``workers`` may change; the run then finishes exactly as
+    an uninterrupted one (export and evaluation included).
+    """
+    run_dir = require_run_dir(Path(run_dir), CONFIG)
+    changed = sorted(set(settings) - set(RESUMABLE))
+    if changed:
+        raise ValueError(f"a resumed run keeps its config; only {list(RESUMABLE)} may change, got {changed}")
+    saved = json.loads((run_dir / CONFIG).read_text())["config"]
+    config = TrainConfig(**{**saved, "out": run_dir, **settings})
+    return _run(config, overwrite=False, progress=progress, resuming=True)
+
+
+@dataclass
+class _State:
+    """What changes from epoch to epoch, saved in the checkpoint."""
+
+    epoch: int = 0
+    best_epoch: int = -1
+    best_f1: float = -math.inf
+    history: list[dict] = dataclasses.field(default_factory=list)
+
+
+def _run(config: TrainConfig, *, overwrite: bool, progress: bool, resuming: bool = False) -> TrainResult:
+    if not resuming:
+        check_new_run_dir(config.out, overwrite=overwrite)  # before any work
+    process = distributed.start(config.device)
+    try:
+        return _train(config, process, overwrite=overwrite, progress=progress and process.is_main,
+                      resuming=resuming)
+    finally:
+        distributed.stop(process)
+
+
+def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool, progress: bool,
+           resuming: bool) -> TrainResult:
+    device = process.device
+    if config.precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision='fp16' needs CUDA (gradient scaling); on {device.type} use fp32 or bf16")
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+    dataset = _load_data(config.data)
+    eval_split = "Test" if dataset.get("Test") else "Validation"
+    pixel_size = config.pixel_size or common_pixel_size(dataset)
+    diameter = median_diameter(dataset) * _scale(dataset, config.pixel_size)
+    window = auto_window(diameter) if config.scnp_window == "auto" else config.scnp_window
+    if config.scnp_window == "auto":
+        logger.info("SCNP window 'auto': median nucleus diameter %.1f px -> window %d", diameter, window)
+
+    loss_fn = make_loss(seed_loss=config.seed_loss, mask_loss=config.mask_loss, scnp=config.scnp, window=window,
+                        mode=config.scnp_mode, device=device, n_sigma=N_SIGMA, window_size=config.window_size)
+    main_losses = (loss_fn.scnp_seed_loss_name, loss_fn.scnp_mask_loss_name)
+    arguments = _model_arguments(config, main_losses, pixel_size)
+    torch.manual_seed(config.seed)
+    with quiet_upstream():
+        model = build_model_from_dict({**arguments, "layers": config.layers})
+    model = loss_fn.initialize_pixel_classifier(model, MLP_width=MLP_WIDTH).to(device)
+    trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if process.distributed else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr / 100)
+                 if config.lr_schedule == "cosine" else torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0, 0))
+    scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
+
+    out, state = config.out, _State()
+    if resuming:
+        state = _load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler, device)
+    elif process.is_main:
+        create_run_dir(out, overwrite=overwrite)
+        derived = {"scnp_window": window, "median_diameter_px": diameter, "pixel_size": pixel_size,
+                   "seed_loss": main_losses[0], "mask_loss": main_losses[1], "eval_split": eval_split,
+                   "device": str(device), "world_size": process.world_size, "instanseg_scnp": __version__,
+                   "torch": torch.__version__}
+        write_text_atomic(out / CONFIG, json.dumps({"config": json.loads(config.to_json()), "derived": derived},
+                                                   indent=2))
+        write_experiment_log(out, arguments)
+
+    train_tiles = Tiles(dataset["Train"], config.tile_size, train=True, pixel_size=config.pixel_size)
+    val_tiles = Tiles(dataset["Validation"], config.tile_size, train=False, pixel_size=config.pixel_size)
+    for epoch in range(state.epoch, config.epochs):
+        hot = epoch < config.hotstart
+        for update, name in zip((loss_fn.update_seed_loss, loss_fn.update_binary_loss),
+                                HOTSTART_LOSSES if hot else main_losses, strict=True):
+            update(name)
+        start = time.perf_counter()
+        train_loss = _train_epoch(config, process, trained, loss_fn, optimizer, scaler, train_tiles, epoch,
+                                  progress=progress)
+        train_time = time.perf_counter() - start
+        scheduler.step()
+        if process.is_main:
+            val_loss, val_f1 = _validate(config, model, loss_fn, val_tiles, device)
+            row = {"epoch": epoch, "phase": "hotstart" if hot else "main", "seed_loss": loss_fn.scnp_seed_loss_name,
+                   "mask_loss": loss_fn.scnp_mask_loss_name, "train_loss": train_loss, "val_loss": val_loss,
+                   "val_f1": val_f1, "lr": optimizer.param_groups[0]["lr"], "train_time_s": train_time,
+                   "tiles_per_s": config.epoch_length / train_time,
+                   "val_time_s": time.perf_counter() - start - train_time}
+            state.history.append(row)
+            state.epoch = epoch + 1
+            best = not hot and (state.best_epoch < 0 or (not math.isnan(val_f1) and val_f1 > state.best_f1))
+            if best:
+                state.best_epoch, state.best_f1 = epoch, val_f1
+                _save_best(out / BEST_WEIGHTS, model, optimizer, epoch, val_f1)
+            write_metrics(out, state.history)
+            _save_checkpoint(out / CHECKPOINT, state, model, optimizer, scheduler, scaler)
+            logger.info("epoch %d/%d %-8s train loss %.4f | val loss %.4f | val F1 %.3f%s | %.1f s, %.1f tiles/s",
+                        epoch + 1, config.epochs, row["phase"], train_loss, val_loss, val_f1,
+                        " (best)" if best else "", train_time, row["tiles_per_s"])
+        if process.distributed:
+            torch.distributed.barrier()
+
+    distributed.check_replicas(process, model)
+    if not process.is_main:
+        torch.distributed.barrier()
+        return TrainResult(out, state.best_epoch, state.best_f1, state.history, out / "instanseg.pt", {})
+    result = _finish(config, state, dataset[eval_split], progress=progress)
+    if process.distributed:
+        torch.distributed.barrier()
+    return result
+
+
+def _load_data(data: str) -> dict:
+    """The built-in synthetic dataset (a fixed seed: the data does not change with the run's seed) or a file."""
+    if data == "synthetic":
+        return synthetic_dataset(rng=0)
+    path = Path(data)
+    if not path.exists():
+        raise DatasetError(f"data={data!r} is neither 'synthetic' nor an existing InstanSeg .pth dataset file")
+    dataset = load_dataset(path, splits=SPLITS[:2])
+    try:
+        dataset["Test"] = load_dataset(path, splits=["Test"])["Test"]
+    except DatasetError as error:
+        logger.warning("%s; the final evaluation uses the Validation split", error)
+    return dataset
+
+
+def _scale(dataset: dict, pixel_size: float | None) -> float:
+    """Factor from the training items' pixels to training pixels (1 when not rescaling)."""
+    native = common_pixel_size(dataset)
+    return native / pixel_size if pixel_size and native else 1.0
+
+
+def _model_arguments(config: TrainConfig, losses: tuple[str, str], pixel_size: float | None) -> dict:
+    """Upstream's model arguments, as its train.py logs them to experiment_log.csv."""
+    return {
+        "model_str": "InstanSeg_UNet", "dim_in": 3, "n_sigma": N_SIGMA, "dim_out": 2 + N_SIGMA + 1,
+        "dim_coords": 2, "dim_seeds": 1, "layers": str(list(config.layers)), "norm": config.norm,
+        "dropprob": 0.0, "multihead": False, "cells_and_nuclei": False, "target_segmentation": "N",
+        "feature_engineering": "0", "mlp_width": MLP_WIDTH, "channel_invariant": False,
+        "requested_pixel_size": pixel_size if pixel_size is not None else float("nan"),
+        "seed_loss_fn": losses[0], "binary_loss_fn": losses[1], "window_size": config.window_size,
+        "loss_function": "instanseg_loss", "rng_seed": config.seed, "tile_size": config.tile_size,
+    }
+
+
+def _train_epoch(config, process, trained, loss_fn, optimizer, scaler, tiles, epoch, *, progress) -> float:
+    plan = epoch_plan(len(tiles), config.epoch_length, seed=config.seed, epoch=epoch, rank=process.rank,
+                      world_size=process.world_size)
+    loader = DataLoader(tiles, batch_size=config.batch_size, sampler=plan, collate_fn=collate,
+                        num_workers=config.workers)
+    device, losses = process.device, []
+    trained.train()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False)
+    for images, labels in bar:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=_autocast_dtype(config), enabled=config.precision != "fp32"):
+            output = trained(images)
+        loss = loss_fn.forward(output.float(), labels).mean()
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    return distributed.average(process, float(np.mean(losses)))
+
+
+def _autocast_dtype(config: TrainConfig) -> torch.dtype:
+    return torch.bfloat16 if config.precision == "bf16" else torch.float16
+
+
+@torch.no_grad()
+def _validate(config, model, loss_fn, tiles, device) -> tuple[float, float]:
+    """Loss and upstream's F1 (IoU 0.5-0.9) on one fixed tile per validation image."""
+    model.eval()
+    loader = DataLoader(tiles, batch_size=config.batch_size, sampler=validation_plan(len(tiles), seed=config.seed),
+                        collate_fn=collate, num_workers=config.workers)
+    losses, truth, predicted = [], [], []
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        with torch.autocast(device.type, dtype=_autocast_dtype(config), enabled=config.precision != "fp32"):
+            output = model(images)
+        output = output.float()
+        losses.append(loss_fn.forward(output, labels.clone()).mean().item())
+        with quiet_upstream():
+            predicted += [loss_fn.postprocessing(single) for single in output]
+        truth += list(labels)
+    f1 = _robust_average_precision(truth, predicted, threshold=np.array(DEFAULT_THRESHOLDS))
+    return float(np.mean(losses)), float(f1)
+
+
+def _save_best(path: Path, model, optimizer, epoch: int, f1: float) -> None:
+    """Upstream's ``model_weights.pth`` layout, which its ``load_model`` reads."""
+    with atomic_path(path) as tmp:
+        torch.save({"f1_score": float(f1), "epoch": int(epoch), "model_state_dict": model.state_dict(),
+                    "optimizer_state_dict": optimizer.state_dict()}, tmp)
+
+
+def _save_checkpoint(path: Path, state: _State, model, optimizer, scheduler, scaler) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({
+            "state": dataclasses.asdict(state), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }, tmp)
+
+
+def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, device) -> _State:
+    if not path.is_file():
+        raise RunDirError(f"cannot resume: {str(path)!r} does not exist (the run stopped before its first epoch "
+                          "ended; start it again with --overwrite)")
+    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    rng = checkpoint["rng"]
+    torch.set_rng_state(rng["torch"].cpu())
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
+    state = _State(**checkpoint["state"])
+    logger.info("resuming %s after epoch %d (best so far: epoch %d, F1 %.3f)",
+                path.parent, state.epoch, state.best_epoch + 1, state.best_f1)
+    return state
+
+
+def _finish(config: TrainConfig, state: _State, items: list[dict], *, progress: bool) -> TrainResult:
+    """Curves, TorchScript export of the best epoch, and its evaluation on the held-out split."""
+    out = config.out
+    write_metrics(out, state.history)
+    plot_training_curves(state.history, out / CURVES)
+    model_path = export_run(out, example=items[0]["image"], overwrite=True)
+    per_image, summary = evaluate_items(load_segmenter(model_path), items, progress=progress)
+    (out / EVALUATION).mkdir(exist_ok=True)
+    with atomic_path(out / EVALUATION / "per_image.csv") as tmp:
+        per_image.to_csv(tmp, index=False)
+    summary = {"best_epoch": state.best_epoch, "best_val_f1": state.best_f1, **summary}
+    write_text_atomic(out / EVALUATION / "summary.json", json.dumps(summary, indent=2))
+    logger.info("best epoch %d (val F1 %.3f); on %d held-out images: F1 %.3f (IoU 0.5-0.9), F1@0.5 %.3f, "
+                "PQ %.3f, Betti-0 error %.2f per image -> %s", state.best_epoch + 1, state.best_f1,
+                summary["images"], summary["pooled_mean_f1"], summary["pooled_f1_50"], summary["mean_pq"],
+                summary["mean_beta0_error"], model_path)
+    return TrainResult(out, state.best_epoch, state.best_f1, state.history, model_path, summary)

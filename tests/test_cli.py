@@ -1,0 +1,87 @@
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from instanseg_scnp.cli import build_parser, main
+from instanseg_scnp.data import synthetic_dataset
+from instanseg_scnp.metrics import match
+from instanseg_scnp.training import TrainConfig
+
+
+def help_text(*command):
+    result = subprocess.run([sys.executable, "-m", "instanseg_scnp", *command, "--help"],
+                            capture_output=True, text=True, check=True)
+    return " ".join(result.stdout.split())
+
+
+def test_train_help_documents_every_setting_with_its_default():
+    text = help_text("train")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = " ".join(map(str, field.default)) if field.name == "layers" else str(field.default)
+        assert re.search(re.escape(flag) + r"\b.*?\(default: " + re.escape(default) + r"\)", text), flag
+    for flag in ("--resume", "--overwrite", "--quiet"):
+        assert flag in text
+
+
+def test_export_help_lists_its_flags():
+    text = help_text("export")
+    assert "RUN_DIR" in text and "--output" in text and "(default: refuse)" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--scnp-window", "4"], "scnp_window must be a positive odd int or 'auto', got 4"),
+        (["train", "--data", "nowhere.pth"], "neither 'synthetic' nor an existing InstanSeg .pth dataset file"),
+        (["train", "--hotstart", "20"], r"hotstart must be fewer than epochs \(12\)"),
+        (["train", "--resume", "no_such_run"], "run directory 'no_such_run' does not exist"),
+        (["export", "no_such_run"], "run directory 'no_such_run' does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert re.search(message, error) and "Traceback" not in error
+    assert not (tmp_path / "runs").exists()
+
+
+def test_argparse_rejects_unknown_choices():
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["train", "--seed-loss", "l3_distance"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_a_gpu(capsys, tmp_path):
+    assert main(["train", "--device", "cuda", "--out", str(tmp_path / "run")]) == 2
+    assert "device='cuda' was requested but torch sees no CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_with_no_arguments_learns_to_segment(tmp_path):
+    """The README's main job: train on the synthetic default, export, evaluate; upstream inference segments."""
+    from instanseg import InstanSeg
+
+    from instanseg_scnp._upstream import quiet_upstream
+
+    result = subprocess.run([sys.executable, "-m", "instanseg_scnp", "train", "-q"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "runs" / "instanseg-scnp"
+    assert result.stdout.strip() == str(run.relative_to(tmp_path) / "instanseg.pt")
+    summary = json.loads((run / "evaluation" / "summary.json").read_text())
+    assert summary["images"] == 8 and summary["pooled_f1_50"] > 0.3
+    test_item = synthetic_dataset(rng=0)["Test"][1]  # the run's own held-out data
+    with quiet_upstream():
+        instanseg = InstanSeg(torch.jit.load(str(run / "instanseg.pt")), device="cpu", verbosity=0)
+        labels = instanseg.eval_small_image(torch.from_numpy(np.moveaxis(test_item["image"], -1, 0).copy()), 0.5,
+                                            return_image_tensor=False)
+    assert match(test_item["nucleus_masks"], labels.squeeze().numpy().astype(np.int32))["f1_50"] > 0.3

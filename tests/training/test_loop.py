@@ -1,0 +1,167 @@
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from instanseg.utils.model_loader import load_model
+
+from instanseg_scnp.rundir import RunDirError
+from instanseg_scnp.training import TrainConfig, resume, train
+
+
+def tiny_config(data, out, **settings):
+    """The Python twin of the ``tiny_flags`` fixture."""
+    return TrainConfig(**{"data": str(data), "out": out, "epochs": 3, "hotstart": 1, "epoch_length": 8,
+                          "batch_size": 2, "tile_size": 64, "layers": (8, 16), "window_size": 32, "device": "cpu",
+                          **settings})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    return train(tiny_config(tiny_data, out, scnp="both", scnp_window="auto"))
+
+
+def test_run_directory_has_upstreams_layout_and_our_logs(finished_run):
+    out = finished_run.run_dir
+    for name in ("config.json", "experiment_log.csv", "model_weights.pth", "checkpoint.pth", "metrics.csv",
+                 "curves.png", "instanseg.pt", "evaluation/per_image.csv", "evaluation/summary.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob(".*tmp")), "temporary files left behind"
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics["epoch"]) == [0, 1, 2]
+    assert list(metrics["phase"]) == ["hotstart", "main", "main"]
+    assert list(metrics["seed_loss"])[:2] == ["binary_xloss", "scnp_binary_xloss"]  # hotstart: no SCNP
+    assert list(metrics["mask_loss"])[:2] == ["dice_loss", "scnp_dice_loss"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["scnp_window"] == "auto" and config["derived"]["scnp_window"] == 3  # small nuclei
+    evaluation = json.loads((out / "evaluation/summary.json").read_text())
+    assert evaluation["images"] == 2 and 0 <= evaluation["pooled_mean_f1"] <= 1
+
+
+def test_best_weights_are_the_best_main_epoch_and_upstream_rebuilds_them(finished_run):
+    metrics = pd.read_csv(finished_run.run_dir / "metrics.csv")
+    main = metrics[metrics["phase"] == "main"]
+    assert finished_run.best_epoch == int(main.loc[main["val_f1"].idxmax(), "epoch"])
+    best = torch.load(finished_run.run_dir / "model_weights.pth", weights_only=False)
+    assert best["epoch"] == finished_run.best_epoch and best["f1_score"] == pytest.approx(finished_run.best_f1)
+    model, arguments = load_model(folder="", path=str(finished_run.run_dir))  # upstream's loader
+    assert arguments["binary_loss_fn"] == "scnp_dice_loss" and arguments["pixel_size"] == 0.5
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, best["model_state_dict"][name]), name
+
+
+def test_exported_model_is_upstreams_export_of_the_best_weights(finished_run, tiny_data):
+    """Oracle: upstream's own steps (load_model, InstanSeg_Torchscript, script) on model_weights.pth."""
+    from instanseg import InstanSeg
+    from instanseg.utils.loss.instanseg_loss import InstanSeg_Torchscript
+
+    from instanseg_scnp._upstream import quiet_upstream
+
+    image = torch.load(tiny_data, weights_only=False)["Test"][1]["image"]  # brightfield (H, W, 3)
+    tensor = torch.from_numpy(np.moveaxis(image, -1, 0).copy())
+    with quiet_upstream():
+        model, _ = load_model(folder="", path=str(finished_run.run_dir))
+        upstream_export = torch.jit.script(InstanSeg_Torchscript(model.eval(), pixel_size=0.5,
+                                                                 params={"seed_threshold": 0.5}))
+        for kwargs in ({}, {"seed_threshold": 0.0, "mask_threshold": 0.0}):  # the second finds "cells" anywhere
+            labels = InstanSeg(torch.jit.load(str(finished_run.model_path)), device="cpu", verbosity=0
+                               ).eval_small_image(tensor, 0.5, return_image_tensor=False, **kwargs)
+            expected = InstanSeg(upstream_export, device="cpu", verbosity=0
+                                 ).eval_small_image(tensor, 0.5, return_image_tensor=False, **kwargs)
+            assert labels.shape == (1, 1, 96, 96)
+            assert torch.equal(labels, expected)
+    assert labels.max() > 0
+    with zipfile.ZipFile(finished_run.model_path) as archive:  # SCNP is training-only
+        code = [archive.read(name).decode() for name in archive.namelist() if name.endswith(".py")]
+    assert code and not any("scnp" in text.lower() for text in code)
+
+
+def test_existing_run_dir_is_refused_then_replaced_with_overwrite(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("results")
+    with pytest.raises(RunDirError, match="already exists and is not empty; pass --overwrite"):
+        train(tiny_config(tiny_data, out))
+    assert (out / "keep.txt").read_text() == "results"
+    train(tiny_config(tiny_data, out, epochs=2), overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "instanseg.pt").is_file()
+
+
+def test_bad_data_stops_before_anything_is_written(tmp_path):
+    torch.save({"Train": [], "Validation": []}, tmp_path / "empty.pth")
+    with pytest.raises(ValueError, match="the 'Train' split is empty"):
+        train(tiny_config(tmp_path / "empty.pth", tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"neither 'synthetic' nor an existing InstanSeg \.pth dataset file"):
+        train(tiny_config(tmp_path / "missing.pth", tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_and_fp16_without_a_gpu_are_refused(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="device='cuda' was requested but torch sees no CUDA GPU"):
+        train(tiny_config(tiny_data, tmp_path / "run", device="cuda"))
+    with pytest.raises(ValueError, match="precision='fp16' needs CUDA"):
+        train(tiny_config(tiny_data, tmp_path / "run", precision="fp16"))
+
+
+def test_resume_keeps_the_config(finished_run):
+    with pytest.raises(ValueError, match=r"only \['device', 'workers'\] may change, got \['lr'\]"):
+        resume(finished_run.run_dir, lr=0.1)
+
+
+def _weights(path):
+    checkpoint = torch.load(path, weights_only=False)
+    return checkpoint.get("model") or checkpoint["model_state_dict"]
+
+
+def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_same_weights(tiny_data, tiny_flags, run_cli, tmp_path):
+    flags = [*tiny_flags, "--epochs", "4", "--epoch-length", "24", "--deterministic", "--data", tiny_data, "-q"]
+    run_cli("train", *flags, "--out", tmp_path / "straight")
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "instanseg_scnp", "train", *map(str, flags), "--out", killed],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoint.pth").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # into the next epoch
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "instanseg.pt").exists(), "the run finished before it could be killed"
+    interrupted_after = torch.load(killed / "checkpoint.pth", weights_only=False)["state"]["epoch"]
+    assert 1 <= interrupted_after < 4
+
+    run_cli("train", "--resume", killed, "-q")
+    for name in ("checkpoint.pth", "model_weights.pth"):
+        straight, resumed = _weights(tmp_path / "straight" / name), _weights(killed / name)
+        assert straight.keys() == resumed.keys()
+        for key in straight:
+            assert torch.equal(straight[key], resumed[key]), (name, key)
+    columns = ["epoch", "train_loss", "val_loss", "val_f1"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / "metrics.csv")[columns],
+                                  pd.read_csv(killed / "metrics.csv")[columns])
+
+
+def test_torchrun_trains_data_parallel_on_two_cpu_processes(tiny_data, tiny_flags, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "instanseg_scnp", "train", *tiny_flags, "--data", str(tiny_data), "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the 2 replicas' weights are identical" in result.stderr
+    assert len(re.findall(r"INFO epoch 3/3 main", result.stderr)) == 1  # rank 0 alone reports
+    derived = json.loads((out / "config.json").read_text())["derived"]
+    assert derived["world_size"] == 2
+    assert len(pd.read_csv(out / "metrics.csv")) == 3 and (out / "instanseg.pt").is_file()
