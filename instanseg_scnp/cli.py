@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import sys
 import typing
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from instanseg_scnp.data import DatasetError
+from instanseg_scnp.data import SPLITS
 from instanseg_scnp.losses import MASK_LOSSES, SEED_LOSSES
 from instanseg_scnp.training.config import TrainConfig
 
@@ -25,7 +25,7 @@ logger = logging.getLogger("instanseg_scnp")
 
 _CHOICES = {"seed_loss": SEED_LOSSES, "mask_loss": MASK_LOSSES}
 USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError)
-"""Errors that are the input's fault: shown as one line, exit status 2."""
+"""Errors that are the input's fault: shown as one line, exit status 2 (with ``-v``, the traceback)."""
 
 
 def _window(text: str) -> int | str:
@@ -98,6 +98,32 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the .pt file to write (default: RUN_DIR/instanseg.pt)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output file (default: refuse)")
     export.set_defaults(func=_export)
+
+    evaluate = commands.add_parser(
+        "evaluate", parents=[common], help="evaluate a run's exported model on a dataset split",
+        description="Run RUN_DIR/instanseg.pt through upstream InstanSeg inference on a split and write "
+                    "per_image.csv, per_cell.csv, summary.json and evaluation.png. (Training already "
+                    "evaluates on its test split, in RUN_DIR/evaluation.)")
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run directory")
+    evaluate.add_argument("--data", default=None, help="'synthetic' or an InstanSeg .pth dataset (default: the run's)")
+    evaluate.add_argument("--split", default="Test", choices=SPLITS, help="which split (default: Test)")
+    evaluate.add_argument("--output", type=Path, default=None,
+                          help="folder to write (default: RUN_DIR/evaluation-<data>-<split>)")
+    evaluate.add_argument("--overwrite", action="store_true",
+                          help="replace an existing output folder (default: refuse)")
+    evaluate.set_defaults(func=_evaluate)
+
+    compare = commands.add_parser(
+        "compare", parents=[common], help="compare runs: baseline vs SCNP settings, mean ± std over seeds",
+        description="Group runs by data and SCNP setting (runs differing only in --seed are one group), print a "
+                    "Markdown table of mean ± std of their test-split evaluations, and write comparison.md, "
+                    "runs.csv and comparison.png.")
+    compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished run directories")
+    compare.add_argument("--output", type=Path, default=Path("comparison"),
+                         help="folder to write (default: comparison)")
+    compare.add_argument("--overwrite", action="store_true",
+                         help="replace an existing output folder (default: refuse)")
+    compare.set_defaults(func=_compare)
     return parser
 
 
@@ -123,6 +149,28 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from instanseg_scnp.evaluation import evaluate_run
+
+    folder = evaluate_run(args.run_dir, data=args.data, split=args.split, output=args.output,
+                          overwrite=args.overwrite, progress=not args.quiet)
+    summary = json.loads((folder / "summary.json").read_text())
+    logger.info("%d images: F1 %.3f (IoU 0.5-0.9), F1@0.5 %.3f, PQ %.3f, Betti-0 error %.2f per image",
+                summary["images"], summary["pooled_mean_f1"], summary["pooled_f1_50"], summary["mean_pq"],
+                summary["mean_beta0_error"])
+    print(folder)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from instanseg_scnp.comparison import compare_runs
+
+    folder, markdown = compare_runs(args.run_dirs, args.output, overwrite=args.overwrite)
+    print(markdown, end="")
+    logger.info("wrote %s", folder)
+    return 0
+
+
 def _configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun: one rank reports
@@ -136,8 +184,6 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad input)."""
-    # upstream InstanSeg scripts functions at import; torch >= 2.10 deprecates that. Nothing for users to do.
-    warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit\.\w+` is deprecated")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -146,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose, args.quiet)
     try:
         return args.func(args)
-    except (*USER_ERRORS, DatasetError) as error:
+    except USER_ERRORS as error:
+        if args.verbose:
+            raise
         print(f"instanseg-scnp {args.command}: error: {error}", file=sys.stderr)
         return 2

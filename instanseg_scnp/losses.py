@@ -54,6 +54,7 @@ import inspect
 import logging
 import math
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -61,8 +62,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
-from instanseg.utils.loss.instanseg_loss import InstanSeg
-from instanseg.utils.pytorch_utils import instance_wise_edt
+
+with warnings.catch_warnings():  # upstream scripts functions at import; torch >= 2.10 deprecates that
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit\.script` is deprecated")
+    from instanseg.utils.loss.instanseg_loss import InstanSeg
+    from instanseg.utils.pytorch_utils import instance_wise_edt
 
 from instanseg_scnp._options import look_up_option
 from instanseg_scnp.scnp import Window, normalize_window, same_class_max, scnp

@@ -42,7 +42,11 @@ class RunDirError(FileExistsError):
 
 
 def check_new_run_dir(path: Path, *, overwrite: bool) -> bool:
-    """Raise unless ``path`` may become a new run directory; True if it holds files to replace."""
+    """Raise unless ``path`` may become a new run directory; True if it holds a run to replace.
+
+    ``overwrite`` replaces only a run directory (one with ``config.json``): a
+    mistyped ``--out`` never deletes a folder of other files.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run directory {str(path)!r} exists and is not a directory")
@@ -50,6 +54,9 @@ def check_new_run_dir(path: Path, *, overwrite: bool) -> bool:
     if occupied and not overwrite:
         raise RunDirError(f"run directory {str(path)!r} already exists and is not empty; "
                           "pass --overwrite (overwrite=True) to replace it, or --resume to continue it")
+    if occupied and not (path / CONFIG).is_file():
+        raise RunDirError(f"{str(path)!r} is not empty and is not a run directory (no {CONFIG}); "
+                          "--overwrite only replaces run directories: choose another --out")
     return occupied
 
 
@@ -61,6 +68,13 @@ def create_run_dir(path: Path, *, overwrite: bool) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def remove_stale_files(path: Path) -> None:
+    """Remove the temporary files and folders (``.NAME.PID.tmp``) that a killed process left in ``path``."""
+    for stale in Path(path).glob(".*.tmp"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        logger.info("removed %s, left by an interrupted run", stale)
 
 
 def require_run_dir(path: Path, *names: str) -> Path:

@@ -5,9 +5,11 @@ from instanseg_scnp.data.dataset import (
     DatasetError,
     channels_last,
     common_pixel_size,
+    is_pixel_size,
     load_dataset,
     median_diameter,
 )
+from instanseg_scnp.data.sources import BUILT_IN, open_dataset
 from instanseg_scnp.data.synthetic import (
     MODALITIES,
     SYNTHETIC_PIXEL_SIZE,
@@ -17,6 +19,7 @@ from instanseg_scnp.data.synthetic import (
 )
 
 __all__ = [
+    "BUILT_IN",
     "MODALITIES",
     "SPLITS",
     "SYNTHETIC_PIXEL_SIZE",
@@ -24,8 +27,10 @@ __all__ = [
     "SyntheticImage",
     "channels_last",
     "common_pixel_size",
+    "is_pixel_size",
     "load_dataset",
     "median_diameter",
+    "open_dataset",
     "synthetic_dataset",
     "synthetic_image",
 ]

@@ -12,6 +12,7 @@ the folder of the ``.pth`` file.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("Train", "Validation", "Test")
 ARRAY_KEYS = ("image", "nucleus_masks")
+CHANNELS = (1, 3)
 
 Dataset = dict[str, list[dict]]
 
@@ -32,7 +34,8 @@ class DatasetError(ValueError):
     """A dataset that cannot be trained on; the message names the file, split and item."""
 
 
-def load_dataset(source: str | os.PathLike | Mapping, *, splits: Sequence[str] = SPLITS) -> Dataset:
+def load_dataset(source: str | os.PathLike | Mapping, *, splits: Sequence[str] = SPLITS,
+                 optional: Sequence[str] = ()) -> Dataset:
     """Load an InstanSeg dataset, read its arrays and check every item.
 
     Parameters
@@ -42,6 +45,9 @@ def load_dataset(source: str | os.PathLike | Mapping, *, splits: Sequence[str] =
         trust), or the dict itself.
     splits : sequence of str
         The splits to load; each must be present and non-empty.
+    optional : sequence of str
+        Splits to load too when present and non-empty (their items are checked
+        all the same).
 
     Returns
     -------
@@ -69,8 +75,10 @@ def load_dataset(source: str | os.PathLike | Mapping, *, splits: Sequence[str] =
     if not isinstance(raw, Mapping):
         raise DatasetError(f"{name}: expected a dict with splits {list(SPLITS)}, got {type(raw).__name__}")
     dataset = {}
-    for split in splits:
+    for split in [*splits, *(s for s in optional if s not in splits)]:
         items = raw.get(split)
+        if split not in splits and not items:
+            continue
         if items is None:
             raise DatasetError(f"{name}: no {split!r} split (has {sorted(map(str, raw))})")
         if len(items) == 0:
@@ -90,13 +98,19 @@ def _load_item(item: object, where: str, folder: Path) -> dict:
         image = channels_last(image)
     except ValueError as error:
         raise DatasetError(f"{where} image: {error}") from None
+    if image.shape[-1] not in CHANNELS:
+        raise DatasetError(f"{where}: image has {image.shape[-1]} channels; expected 1 (fluorescence) or 3 (RGB "
+                           "brightfield), the inputs InstanSeg's 3-channel network takes (drop an alpha channel)")
     masks = np.asarray(_read_array(item["nucleus_masks"], f"{where} nucleus_masks", folder))
     if masks.ndim == 3 and 1 in (masks.shape[0], masks.shape[-1]):
         masks = masks.squeeze(0 if masks.shape[0] == 1 else -1)
     if masks.shape != image.shape[:2]:
         raise DatasetError(f"{where}: image has shape {image.shape} (H, W, C) but nucleus_masks has shape "
                            f"{masks.shape}; expected masks of shape {image.shape[:2]}")
-    if not (np.issubdtype(masks.dtype, np.integer) or masks.dtype == bool):
+    if masks.dtype == bool:
+        raise DatasetError(f"{where}: nucleus_masks is a boolean foreground mask; expected integer instance ids "
+                           "(label it first, e.g. with skimage.measure.label)")
+    if not np.issubdtype(masks.dtype, np.integer):
         raise DatasetError(f"{where}: nucleus_masks must hold integer instance ids, got dtype {masks.dtype}")
     if masks.size and masks.min() < -1:
         raise DatasetError(f"{where}: nucleus_masks may only use -1 (unannotated), 0 (background) "
@@ -139,11 +153,12 @@ def median_diameter(dataset: Dataset, split: str = "Train") -> float:
     return float(2 * np.sqrt(np.median(areas) / np.pi))
 
 
+def is_pixel_size(value: object) -> bool:
+    """Whether ``value`` is a usable pixel size: a finite positive real number (µm)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < float(value) < float("inf")
+
+
 def common_pixel_size(dataset: Dataset, split: str = "Train") -> float | None:
     """The pixel size (µm) shared by every item of a split, or None if absent or mixed."""
-    sizes = {item.get("pixel_size") for item in dataset[split]}
-    if len(sizes) == 1:
-        (size,) = sizes
-        if isinstance(size, int | float) and np.isfinite(size) and size > 0:
-            return float(size)
-    return None
+    sizes = {float(item["pixel_size"]) if is_pixel_size(item.get("pixel_size")) else None for item in dataset[split]}
+    return sizes.pop() if len(sizes) == 1 else None

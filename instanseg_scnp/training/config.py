@@ -16,6 +16,7 @@ from typing import Literal
 
 from instanseg_scnp._options import look_up_option
 from instanseg_scnp.losses import MASK_LOSSES, MODES, SCNP_TARGETS, SEED_LOSSES
+from instanseg_scnp.scnp import normalize_window
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -48,7 +49,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={
         "help": "'auto' picks CUDA when present"})
     precision: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata={
-        "help": "autocast precision of the network on CUDA (fp16 adds gradient scaling); the loss stays fp32"})
+        "help": "autocast precision of the network: bf16 (CUDA or CPU) or fp16 (CUDA only, with gradient "
+                "scaling); the loss stays fp32"})
     seed_loss: str = field(default="binary_xloss", metadata={
         "help": f"seed loss: {', '.join(SEED_LOSSES)} (upstream's default l1_distance converges more slowly)"})
     mask_loss: str = field(default="dice_loss", metadata={
@@ -123,8 +125,10 @@ def _check_int(name: str, value: object, *, minimum: int) -> None:
 
 
 def _check_window(window: object) -> None:
-    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1 or window % 2 == 0:
-        raise ValueError(f"scnp_window must be a positive odd int or 'auto', got {window!r}")
+    try:
+        normalize_window(window, 2)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"scnp_window must be a positive odd int or 'auto', got {window!r} ({error})") from None
 
 
 def auto_window(median_diameter: float) -> int:

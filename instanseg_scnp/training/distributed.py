@@ -24,6 +24,7 @@ class Process:
     device: torch.device
     rank: int = 0
     world_size: int = 1
+    owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -55,15 +56,16 @@ def start(device: str) -> Process:
     if resolved.type == "cuda":
         resolved = torch.device("cuda", local_rank)
         torch.cuda.set_device(resolved)
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()
+    if owns_group:
         dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
     logger.info("rank %d of %d on %s (%s)", rank, world_size, resolved, dist.get_backend())
-    return Process(resolved, rank, world_size)
+    return Process(resolved, rank, world_size, owns_group)
 
 
 def stop(process: Process) -> None:
-    """Leave the process group, if this process joined one."""
-    if process.distributed and dist.is_initialized():
+    """Leave the process group, if :func:`start` created it (not one the caller set up)."""
+    if process.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -8,10 +8,12 @@ the same building blocks (``build_model_from_dict``, ``Augmentations``, the
 result is an ordinary InstanSeg model.
 
 Reproducibility: weights are seeded from ``seed``; every tile from (seed,
-epoch, position) (see :mod:`.samples`); a checkpoint after every epoch holds
-the model, optimizer, scheduler, gradient scaler and RNG states. A run killed
-at any point and resumed ends with the same weights as one that never stopped
-(bitwise on CPU with ``deterministic=True``).
+epoch, position) (see :mod:`.samples`); the global RNGs, which upstream's loss
+also draws from, are reseeded from (seed, epoch, rank) at the start of every
+epoch, so no RNG state needs saving; a checkpoint after every epoch holds the
+model, optimizer, scheduler, gradient scaler and the best weights so far. A run
+killed at any point and resumed on the same number of processes ends with the
+same weights as one that never stopped (bitwise on CPU with ``deterministic=True``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -36,15 +39,8 @@ from tqdm.auto import tqdm
 from instanseg_scnp import __version__
 from instanseg_scnp._files import atomic_path, write_text_atomic
 from instanseg_scnp._upstream import quiet_upstream
-from instanseg_scnp.data import (
-    SPLITS,
-    DatasetError,
-    common_pixel_size,
-    load_dataset,
-    median_diameter,
-    synthetic_dataset,
-)
-from instanseg_scnp.evaluation import evaluate_items, load_segmenter
+from instanseg_scnp.data import BUILT_IN, DatasetError, common_pixel_size, median_diameter, open_dataset
+from instanseg_scnp.evaluation import evaluate_items, load_segmenter, write_evaluation
 from instanseg_scnp.export import export_run
 from instanseg_scnp.losses import make_loss
 from instanseg_scnp.metrics import DEFAULT_THRESHOLDS
@@ -55,16 +51,18 @@ from instanseg_scnp.rundir import (
     CONFIG,
     CURVES,
     EVALUATION,
+    TORCHSCRIPT,
     RunDirError,
     check_new_run_dir,
     create_run_dir,
+    remove_stale_files,
     require_run_dir,
     write_experiment_log,
     write_metrics,
 )
 from instanseg_scnp.training import distributed
 from instanseg_scnp.training.config import TrainConfig, auto_window
-from instanseg_scnp.training.samples import Tiles, collate, epoch_plan, validation_plan
+from instanseg_scnp.training.samples import Tiles, collate, epoch_plan, epoch_seed, validation_plan
 
 logger = logging.getLogger(__name__)
 
@@ -129,14 +127,20 @@ def resume(run_dir: str | Path, *, progress: bool = False, **settings: object) -
     """Continue a run from its last checkpoint, with the config it was started with.
 
     Only ``device`` and ``workers`` may change; the run then finishes exactly as
-    an uninterrupted one (export and evaluation included).
+    an uninterrupted one (export and evaluation included). Temporary files that
+    a killed run left behind are removed.
     """
     run_dir = require_run_dir(Path(run_dir), CONFIG)
     changed = sorted(set(settings) - set(RESUMABLE))
     if changed:
         raise ValueError(f"a resumed run keeps its config; only {list(RESUMABLE)} may change, got {changed}")
-    saved = json.loads((run_dir / CONFIG).read_text())["config"]
-    config = TrainConfig(**{**saved, "out": run_dir, **settings})
+    saved = json.loads((run_dir / CONFIG).read_text())
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if saved["derived"]["world_size"] != world_size:
+        raise ValueError(f"{run_dir} was trained by {saved['derived']['world_size']} process(es); resume it with "
+                         f"as many (got {world_size}), or its tiles and batches would change")
+    remove_stale_files(run_dir)
+    config = TrainConfig(**{**saved["config"], "data": saved["derived"]["data"], "out": run_dir, **settings})
     return _run(config, overwrite=False, progress=progress, resuming=True)
 
 
@@ -146,8 +150,18 @@ class _State:
 
     epoch: int = 0
     best_epoch: int = -1
-    best_f1: float = -math.inf
+    best_f1: float = math.nan
+    best_val_loss: float = math.inf
     history: list[dict] = dataclasses.field(default_factory=list)
+
+    def improves(self, f1: float, val_loss: float) -> bool:
+        """A higher validation F1; a defined F1 beats an undefined one (no cells to find),
+        and between undefined ones the lower validation loss wins."""
+        if self.best_epoch < 0:
+            return True
+        if math.isnan(f1):
+            return math.isnan(self.best_f1) and val_loss < self.best_val_loss
+        return math.isnan(self.best_f1) or f1 > self.best_f1
 
 
 def _run(config: TrainConfig, *, overwrite: bool, progress: bool, resuming: bool = False) -> TrainResult:
@@ -170,9 +184,12 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
-    dataset = _load_data(config.data)
-    eval_split = "Test" if dataset.get("Test") else "Validation"
+    dataset = open_dataset(config.data)
+    eval_split = "Test" if "Test" in dataset else "Validation"
     pixel_size = config.pixel_size or common_pixel_size(dataset)
+    if pixel_size is None:
+        raise DatasetError(f"{config.data}: the training images' pixel sizes are missing or differ; pass "
+                           "--pixel-size to train at one (the exported model needs it to rescale new images)")
     diameter = median_diameter(dataset) * _scale(dataset, config.pixel_size)
     window = auto_window(diameter) if config.scnp_window == "auto" else config.scnp_window
     if config.scnp_window == "auto":
@@ -193,12 +210,13 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
                  if config.lr_schedule == "cosine" else torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0, 0))
     scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
 
-    out, state = config.out, _State()
+    out, state, best_weights = config.out, _State(), None
     if resuming:
-        state = _load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler, device)
+        state, best_weights = _load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler, device)
     elif process.is_main:
         create_run_dir(out, overwrite=overwrite)
-        derived = {"scnp_window": window, "median_diameter_px": diameter, "pixel_size": pixel_size,
+        derived = {"data": config.data if config.data in BUILT_IN else str(Path(config.data).resolve()),
+                   "scnp_window": window, "median_diameter_px": diameter, "pixel_size": pixel_size,
                    "seed_loss": main_losses[0], "mask_loss": main_losses[1], "eval_split": eval_split,
                    "device": str(device), "world_size": process.world_size, "instanseg_scnp": __version__,
                    "torch": torch.__version__}
@@ -210,6 +228,7 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
     val_tiles = Tiles(dataset["Validation"], config.tile_size, train=False, pixel_size=config.pixel_size)
     for epoch in range(state.epoch, config.epochs):
         hot = epoch < config.hotstart
+        _seed_globals(epoch_seed(config.seed, epoch, process.rank))
         for update, name in zip((loss_fn.update_seed_loss, loss_fn.update_binary_loss),
                                 HOTSTART_LOSSES if hot else main_losses, strict=True):
             update(name)
@@ -227,12 +246,14 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
                    "val_time_s": time.perf_counter() - start - train_time}
             state.history.append(row)
             state.epoch = epoch + 1
-            best = not hot and (state.best_epoch < 0 or (not math.isnan(val_f1) and val_f1 > state.best_f1))
+            best = not hot and state.improves(val_f1, val_loss)
             if best:
-                state.best_epoch, state.best_f1 = epoch, val_f1
-                _save_best(out / BEST_WEIGHTS, model, optimizer, epoch, val_f1)
+                state.best_epoch, state.best_f1, state.best_val_loss = epoch, val_f1, val_loss
+                best_weights = _cpu_copy(model.state_dict())
+            _save_checkpoint(out / CHECKPOINT, state, model, optimizer, scheduler, scaler, best_weights)
             write_metrics(out, state.history)
-            _save_checkpoint(out / CHECKPOINT, state, model, optimizer, scheduler, scaler)
+            if best:  # after the checkpoint, which holds them too: a kill in between loses nothing
+                _save_best(out / BEST_WEIGHTS, best_weights, state)
             logger.info("epoch %d/%d %-8s train loss %.4f | val loss %.4f | val F1 %.3f%s | %.1f s, %.1f tiles/s",
                         epoch + 1, config.epochs, row["phase"], train_loss, val_loss, val_f1,
                         " (best)" if best else "", train_time, row["tiles_per_s"])
@@ -240,28 +261,10 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
             torch.distributed.barrier()
 
     distributed.check_replicas(process, model)
-    if not process.is_main:
-        torch.distributed.barrier()
-        return TrainResult(out, state.best_epoch, state.best_f1, state.history, out / "instanseg.pt", {})
-    result = _finish(config, state, dataset[eval_split], progress=progress)
-    if process.distributed:
-        torch.distributed.barrier()
-    return result
-
-
-def _load_data(data: str) -> dict:
-    """The built-in synthetic dataset (a fixed seed: the data does not change with the run's seed) or a file."""
-    if data == "synthetic":
-        return synthetic_dataset(rng=0)
-    path = Path(data)
-    if not path.exists():
-        raise DatasetError(f"data={data!r} is neither 'synthetic' nor an existing InstanSeg .pth dataset file")
-    dataset = load_dataset(path, splits=SPLITS[:2])
-    try:
-        dataset["Test"] = load_dataset(path, splits=["Test"])["Test"]
-    except DatasetError as error:
-        logger.warning("%s; the final evaluation uses the Validation split", error)
-    return dataset
+    if not process.is_main:  # rank 0 alone exports and evaluates; the others are done
+        return TrainResult(out, state.best_epoch, state.best_f1, state.history, out / TORCHSCRIPT, {})
+    _save_best(out / BEST_WEIGHTS, best_weights, state)
+    return _finish(config, state, dataset[eval_split], eval_split, device, progress=progress)
 
 
 def _scale(dataset: dict, pixel_size: float | None) -> float:
@@ -296,6 +299,8 @@ def _train_epoch(config, process, trained, loss_fn, optimizer, scaler, tiles, ep
         with torch.autocast(device.type, dtype=_autocast_dtype(config), enabled=config.precision != "fp32"):
             output = trained(images)
         loss = loss_fn.forward(output.float(), labels).mean()
+        if process.distributed:  # a batch without seeds leaves the pixel classifier out; DDP needs every grad
+            loss = loss + 0.0 * sum(parameter.sum() for parameter in trained.parameters())
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -331,24 +336,34 @@ def _validate(config, model, loss_fn, tiles, device) -> tuple[float, float]:
     return float(np.mean(losses)), float(f1)
 
 
-def _save_best(path: Path, model, optimizer, epoch: int, f1: float) -> None:
+def _seed_globals(seed: int) -> None:
+    """Seed the global generators that upstream's loss and torch draw from."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _cpu_copy(state_dict: dict) -> dict:
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state_dict.items()}
+
+
+def _save_best(path: Path, weights: dict | None, state: _State) -> None:
     """Upstream's ``model_weights.pth`` layout, which its ``load_model`` reads."""
+    if weights is None:
+        return
     with atomic_path(path) as tmp:
-        torch.save({"f1_score": float(f1), "epoch": int(epoch), "model_state_dict": model.state_dict(),
-                    "optimizer_state_dict": optimizer.state_dict()}, tmp)
+        torch.save({"f1_score": state.best_f1, "epoch": state.best_epoch, "model_state_dict": weights}, tmp)
 
 
-def _save_checkpoint(path: Path, state: _State, model, optimizer, scheduler, scaler) -> None:
+def _save_checkpoint(path: Path, state: _State, model, optimizer, scheduler, scaler, best_weights) -> None:
     with atomic_path(path) as tmp:
         torch.save({
             "state": dataclasses.asdict(state), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best_model": best_weights,
         }, tmp)
 
 
-def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, device) -> _State:
+def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, device) -> tuple[_State, dict | None]:
     if not path.is_file():
         raise RunDirError(f"cannot resume: {str(path)!r} does not exist (the run stopped before its first epoch "
                           "ended; start it again with --overwrite)")
@@ -357,30 +372,25 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, device) ->
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     scaler.load_state_dict(checkpoint["scaler"])
-    rng = checkpoint["rng"]
-    torch.set_rng_state(rng["torch"].cpu())
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
     state = _State(**checkpoint["state"])
     logger.info("resuming %s after epoch %d (best so far: epoch %d, F1 %.3f)",
                 path.parent, state.epoch, state.best_epoch + 1, state.best_f1)
-    return state
+    best = checkpoint["best_model"]
+    return state, None if best is None else _cpu_copy(best)
 
 
-def _finish(config: TrainConfig, state: _State, items: list[dict], *, progress: bool) -> TrainResult:
+def _finish(config: TrainConfig, state: _State, items: list[dict], split: str, device: torch.device, *,
+            progress: bool) -> TrainResult:
     """Curves, TorchScript export of the best epoch, and its evaluation on the held-out split."""
     out = config.out
     write_metrics(out, state.history)
     plot_training_curves(state.history, out / CURVES)
     model_path = export_run(out, example=items[0]["image"], overwrite=True)
-    per_image, summary = evaluate_items(load_segmenter(model_path), items, progress=progress)
-    (out / EVALUATION).mkdir(exist_ok=True)
-    with atomic_path(out / EVALUATION / "per_image.csv") as tmp:
-        per_image.to_csv(tmp, index=False)
-    summary = {"best_epoch": state.best_epoch, "best_val_f1": state.best_f1, **summary}
-    write_text_atomic(out / EVALUATION / "summary.json", json.dumps(summary, indent=2))
+    evaluation = evaluate_items(load_segmenter(model_path, device=str(device)), items, progress=progress)
+    best_f1 = state.best_f1 if math.isfinite(state.best_f1) else None
+    write_evaluation(evaluation, out / EVALUATION, overwrite=True,
+                     extra={"split": split, "best_epoch": state.best_epoch, "best_val_f1": best_f1})
+    summary = evaluation.summary
     logger.info("best epoch %d (val F1 %.3f); on %d held-out images: F1 %.3f (IoU 0.5-0.9), F1@0.5 %.3f, "
                 "PQ %.3f, Betti-0 error %.2f per image -> %s", state.best_epoch + 1, state.best_f1,
                 summary["images"], summary["pooled_mean_f1"], summary["pooled_f1_50"], summary["mean_pq"],

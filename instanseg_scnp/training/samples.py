@@ -19,6 +19,8 @@ import torch
 from instanseg.utils.augmentation_config import get_augmentation_dict
 from instanseg.utils.augmentations import Augmentations
 
+from instanseg_scnp.data import is_pixel_size
+
 VALIDATION_EPOCH = -1
 """The 'epoch' of the validation tiles' seeds: the same tiles every epoch."""
 
@@ -28,6 +30,11 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
     return int(np.random.SeedSequence([seed, epoch + 1, position]).generate_state(1)[0])
 
 
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """A 32-bit seed for one process's global generators during one epoch."""
+    return int(np.random.SeedSequence([seed, epoch + 1, rank, 1]).generate_state(1)[0])
+
+
 def epoch_plan(n_images: int, length: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1
                ) -> list[tuple[int, int]]:
     """This rank's (image index, tile seed) pairs for one epoch.
@@ -35,7 +42,8 @@ def epoch_plan(n_images: int, length: int, *, seed: int, epoch: int, rank: int =
     The epoch walks through shuffled passes over the images, so every image is
     drawn equally often; rank ``r`` of ``world_size`` takes positions ``r, r +
     world_size, ...`` of the same plan (DistributedSampler's split), so the ranks
-    see disjoint tiles.
+    see disjoint tiles. ``length`` is rounded up to a multiple of ``world_size``
+    so that every rank runs the same number of steps (DDP needs that).
 
     Examples
     --------
@@ -45,6 +53,7 @@ def epoch_plan(n_images: int, length: int, *, seed: int, epoch: int, rank: int =
     >>> epoch_plan(3, 6, seed=0, epoch=0, rank=1, world_size=2) == plan[1::2]
     True
     """
+    length = -(-length // world_size) * world_size
     generator = np.random.default_rng([seed, epoch])
     passes = -(-length // n_images)
     order = np.concatenate([generator.permutation(n_images) for _ in range(passes)])[:length]
@@ -90,7 +99,7 @@ class Tiles(torch.utils.data.Dataset):
     def __init__(self, items: list[dict], tile_size: int, *, train: bool, pixel_size: float | None = None) -> None:
         if pixel_size is not None:
             for index, item in enumerate(items):
-                if not _is_pixel_size(item.get("pixel_size")):
+                if not is_pixel_size(item.get("pixel_size")):
                     raise ValueError(f"pixel_size={pixel_size} asks to rescale, but item {index} "
                                      f"({item.get('name', 'unnamed')}) has no pixel_size: {item.get('pixel_size')!r}")
         self.items = items
@@ -109,14 +118,10 @@ class Tiles(torch.utils.data.Dataset):
         # upstream picks its augmentations by modality and warns on a non-float pixel size
         fluorescence = item.get("image_modality") == "Fluorescence" or item["image"].shape[-1] != 3
         meta["image_modality"] = "Fluorescence" if fluorescence else "Brightfield"
-        meta["pixel_size"] = float(item["pixel_size"]) if _is_pixel_size(item.get("pixel_size")) else float("nan")
+        meta["pixel_size"] = float(item["pixel_size"]) if is_pixel_size(item.get("pixel_size")) else float("nan")
         with seeded(seed):
             image, labels = self.augmenter(item["image"], item["nucleus_masks"], meta)
         return image.float(), labels.long().reshape(1, *image.shape[-2:])
-
-
-def _is_pixel_size(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf")
 
 
 def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

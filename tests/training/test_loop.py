@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import re
 import signal
@@ -13,8 +14,10 @@ import pytest
 import torch
 from instanseg.utils.model_loader import load_model
 
+from instanseg_scnp.data import synthetic_dataset
 from instanseg_scnp.rundir import RunDirError
 from instanseg_scnp.training import TrainConfig, resume, train
+from instanseg_scnp.training.loop import _State
 
 
 def tiny_config(data, out, **settings):
@@ -33,7 +36,8 @@ def finished_run(tiny_data, tmp_path_factory):
 def test_run_directory_has_upstreams_layout_and_our_logs(finished_run):
     out = finished_run.run_dir
     for name in ("config.json", "experiment_log.csv", "model_weights.pth", "checkpoint.pth", "metrics.csv",
-                 "curves.png", "instanseg.pt", "evaluation/per_image.csv", "evaluation/summary.json"):
+                 "curves.png", "instanseg.pt", "evaluation/per_image.csv", "evaluation/per_cell.csv",
+                 "evaluation/summary.json", "evaluation/evaluation.png"):
         assert (out / name).is_file(), name
     assert not list(out.glob(".*tmp")), "temporary files left behind"
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -86,9 +90,23 @@ def test_exported_model_is_upstreams_export_of_the_best_weights(finished_run, ti
     assert code and not any("scnp" in text.lower() for text in code)
 
 
+def test_evaluate_command_on_another_split(finished_run, capsys):
+    from instanseg_scnp.cli import main
+
+    assert main(["evaluate", str(finished_run.run_dir), "--split", "Validation", "-q"]) == 0
+    folder = finished_run.run_dir / "evaluation-tiny_dataset-Validation"
+    assert capsys.readouterr().out.strip() == str(folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["split"] == "Validation" and summary["images"] == 2
+    assert len(pd.read_csv(folder / "per_image.csv")) == 2
+    assert main(["evaluate", str(finished_run.run_dir), "--split", "Validation"]) == 2  # exists: refused
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
 def test_existing_run_dir_is_refused_then_replaced_with_overwrite(tiny_data, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
+    (out / "config.json").write_text("{}")  # an earlier run
     (out / "keep.txt").write_text("results")
     with pytest.raises(RunDirError, match="already exists and is not empty; pass --overwrite"):
         train(tiny_config(tiny_data, out))
@@ -97,11 +115,43 @@ def test_existing_run_dir_is_refused_then_replaced_with_overwrite(tiny_data, tmp
     assert not (out / "keep.txt").exists() and (out / "instanseg.pt").is_file()
 
 
+def test_overwrite_never_deletes_a_folder_that_is_not_a_run(tiny_data, tmp_path):
+    (tmp_path / "thesis.tex").write_text("years of work")
+    with pytest.raises(RunDirError, match=r"is not a run directory .* choose another --out"):
+        train(tiny_config(tiny_data, tmp_path), overwrite=True)
+    assert (tmp_path / "thesis.tex").read_text() == "years of work"
+
+
+def test_training_images_need_a_common_pixel_size(tmp_path):
+    data = synthetic_dataset(n_train=2, n_validation=1, n_test=1, shape=(64, 64), rng=0)
+    data["Train"][1]["pixel_size"] = 0.25
+    torch.save(data, tmp_path / "mixed.pth")
+    with pytest.raises(ValueError, match="pixel sizes are missing or differ; pass --pixel-size"):
+        train(tiny_config(tmp_path / "mixed.pth", tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_best_epoch_rule():
+    state = _State()
+    assert state.improves(math.nan, 5.0)
+    state.best_epoch, state.best_f1, state.best_val_loss = 0, math.nan, 5.0
+    assert not state.improves(math.nan, 6.0) and state.improves(math.nan, 4.0)  # no F1 yet: the loss decides
+    assert state.improves(0.1, 9.0)  # any F1 beats none
+    state.best_f1 = 0.3
+    assert not state.improves(math.nan, 0.1) and not state.improves(0.3, 0.1) and state.improves(0.31, 9.0)
+
+
+def test_resume_needs_the_same_number_of_processes(finished_run, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"trained by 1 process\(es\); resume it with as many \(got 2\)"):
+        resume(finished_run.run_dir)
+
+
 def test_bad_data_stops_before_anything_is_written(tmp_path):
     torch.save({"Train": [], "Validation": []}, tmp_path / "empty.pth")
     with pytest.raises(ValueError, match="the 'Train' split is empty"):
         train(tiny_config(tmp_path / "empty.pth", tmp_path / "run"))
-    with pytest.raises(ValueError, match=r"neither 'synthetic' nor an existing InstanSeg \.pth dataset file"):
+    with pytest.raises(ValueError, match=r"neither one of \['synthetic'\] nor an existing InstanSeg \.pth"):
         train(tiny_config(tmp_path / "missing.pth", tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
@@ -152,12 +202,18 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_same_weights(tiny_data
                                   pd.read_csv(killed / "metrics.csv")[columns])
 
 
-def test_torchrun_trains_data_parallel_on_two_cpu_processes(tiny_data, tiny_flags, tmp_path):
+def test_torchrun_trains_data_parallel_on_two_cpu_processes(tiny_flags, tmp_path):
+    """Odd epoch length (uneven split), one tile per step, and an image without nuclei: a rank's step can
+    have no seeds at all, which leaves upstream's pixel classifier without gradients."""
+    data = synthetic_dataset(n_train=3, n_validation=2, n_test=2, shape=(96, 96), rng=0)
+    data["Train"].append({**data["Train"][0], "nucleus_masks": np.zeros((96, 96), np.int32), "name": "empty"})
+    torch.save(data, tmp_path / "with_empty.pth")
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "instanseg_scnp", "train", *tiny_flags, "--data", str(tiny_data), "--out", str(out)],
+         "-m", "instanseg_scnp", "train", *tiny_flags, "--epoch-length", "9", "--batch-size", "1",
+         "--data", str(tmp_path / "with_empty.pth"), "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "the 2 replicas' weights are identical" in result.stderr

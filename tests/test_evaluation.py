@@ -1,0 +1,69 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from instanseg_scnp.data import synthetic_dataset
+from instanseg_scnp.evaluation import PER_IMAGE_COLUMNS, evaluate_items, write_evaluation
+from instanseg_scnp.metrics import cell_shapes, match, topology_errors
+
+
+@pytest.fixture(scope="module")
+def items():
+    return synthetic_dataset(n_train=1, n_validation=1, n_test=3, shape=(96, 96), rng=2)["Test"]
+
+
+def shifted(image, pixel_size, *, lookup):
+    """A stand-in model: the ground truth moved two pixels right."""
+    return np.roll(lookup[id(image)], 2, axis=1)
+
+
+def test_perfect_segmenter_scores_perfectly(items):
+    truth = {id(item["image"]): item["nucleus_masks"] for item in items}
+    evaluation = evaluate_items(lambda image, pixel_size: truth[id(image)].copy(), items)
+    assert list(evaluation.per_image.columns) == list(PER_IMAGE_COLUMNS)
+    assert (evaluation.per_image[["mean_f1", "f1_50", "pq"]] == 1).all().all()
+    assert (evaluation.per_image[["beta0_error", "beta1_error", "splits", "merges", "missed"]] == 0).all().all()
+    summary = evaluation.summary
+    assert summary["pooled_mean_f1"] == 1 and summary["cell_roundness"] == summary["gt_cell_roundness"]
+
+
+def test_per_image_rows_match_the_metrics_computed_directly(items):
+    truth = {id(item["image"]): item["nucleus_masks"] for item in items}
+    evaluation = evaluate_items(lambda image, size: shifted(image, size, lookup=truth), items)
+    for item, (_, row) in zip(items, evaluation.per_image.iterrows(), strict=True):
+        predicted = np.roll(item["nucleus_masks"], 2, axis=1)
+        expected, errors = match(item["nucleus_masks"], predicted), topology_errors(item["nucleus_masks"], predicted)
+        assert row["name"] == item["name"]
+        assert row["mean_f1"] == pytest.approx(expected["mean_f1"]) and row["pq"] == pytest.approx(expected["pq"])
+        assert row["beta0_error"] == errors["beta0_error"] and row["merges"] == errors["merges"]
+        assert row["roundness"] == pytest.approx(cell_shapes(predicted)["roundness"].mean())
+    cells = evaluation.per_cell
+    assert (cells["source"] == "ground truth").sum() == sum(len(np.unique(i["nucleus_masks"])) - 1 for i in items)
+    # pooled F1 at 0.5: the F1 of the summed counts, not the mean of the images' F1
+    counts = np.sum([[r["tp"], r["fp"], r["fn"]] for i in items
+                     for r in match(i["nucleus_masks"], np.roll(i["nucleus_masks"], 2, axis=1))["per_threshold"]
+                     if r["threshold"] == 0.5], axis=0)
+    assert evaluation.summary["pooled_f1_50"] == pytest.approx(2 * counts[0] / (2 * counts[0] + counts[1] + counts[2]))
+
+
+def test_unannotated_pixels_do_not_count(items):
+    item = {**items[0], "nucleus_masks": items[0]["nucleus_masks"].copy()}
+    item["nucleus_masks"][:, :48] = -1
+    spurious = np.where(np.arange(96)[None, :] < 48, 99, item["nucleus_masks"].clip(0))  # junk where unannotated
+    evaluation = evaluate_items(lambda image, size: spurious.copy(), [item])
+    assert evaluation.per_image.loc[0, "f1_50"] == 1 and evaluation.per_image.loc[0, "spurious"] == 0
+
+
+def test_write_evaluation_writes_every_file_and_keeps_existing_results(items, tmp_path):
+    truth = {id(item["image"]): item["nucleus_masks"] for item in items}
+    evaluation = evaluate_items(lambda image, size: shifted(image, size, lookup=truth), items)
+    folder = write_evaluation(evaluation, tmp_path / "evaluation", extra={"split": "Test"})
+    assert sorted(p.name for p in folder.iterdir()) == ["evaluation.png", "per_cell.csv", "per_image.csv",
+                                                        "summary.json"]
+    assert json.loads((folder / "summary.json").read_text())["split"] == "Test"
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "per_image.csv"), evaluation.per_image, check_dtype=False)
+    with pytest.raises(FileExistsError, match="exists; pass --overwrite"):
+        write_evaluation(evaluation, folder)
+    assert not list(tmp_path.glob(".*"))  # no staging folder left behind
