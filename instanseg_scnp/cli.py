@@ -17,7 +17,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from instanseg_scnp.data import SPLITS
+from instanseg_scnp.data import DATA_DIR_ENV, DATASETS, SPLITS
 from instanseg_scnp.losses import MASK_LOSSES, SEED_LOSSES
 from instanseg_scnp.training.config import TrainConfig
 
@@ -58,11 +58,18 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             options.update(choices=_CHOICES[field.name], metavar="NAME")
         elif field.name == "out":
             options.update(type=Path, metavar="RUN_DIR")
+        elif field.name == "data_root":
+            options.update(type=str, metavar="DIR")
         elif field.name == "pixel_size":
             options.update(type=float, metavar="UM")
         else:
             options.update(type=type(default))
         parser.add_argument(flag, help=f"{field.metadata['help']} (default: {default})", **options)
+
+
+def _add_output_flags(parser: argparse.ArgumentParser, default: Path | None, shown: str) -> None:
+    parser.add_argument("--output", type=Path, default=default, help=f"folder to write (default: {shown})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder (default: refuse)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,10 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run directory")
     evaluate.add_argument("--data", default=None, help="'synthetic' or an InstanSeg .pth dataset (default: the run's)")
     evaluate.add_argument("--split", default="Test", choices=SPLITS, help="which split (default: Test)")
-    evaluate.add_argument("--output", type=Path, default=None,
-                          help="folder to write (default: RUN_DIR/evaluation-<data>-<split>)")
-    evaluate.add_argument("--overwrite", action="store_true",
-                          help="replace an existing output folder (default: refuse)")
+    _add_output_flags(evaluate, None, "RUN_DIR/evaluation-<data>-<split>")
     evaluate.set_defaults(func=_evaluate)
 
     compare = commands.add_parser(
@@ -119,11 +123,32 @@ def build_parser() -> argparse.ArgumentParser:
                     "Markdown table of mean ± std of their test-split evaluations, and write comparison.md, "
                     "runs.csv and comparison.png.")
     compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished run directories")
-    compare.add_argument("--output", type=Path, default=Path("comparison"),
-                         help="folder to write (default: comparison)")
-    compare.add_argument("--overwrite", action="store_true",
-                         help="replace an existing output folder (default: refuse)")
+    _add_output_flags(compare, Path("comparison"), "comparison")
     compare.set_defaults(func=_compare)
+
+    prepare = commands.add_parser(
+        "prepare", parents=[common], help="download, verify and convert IHC_TMA, LyNSeC or NuInsSeg for training",
+        description="Download a public dataset from its Zenodo record (or take the archive you downloaded), verify "
+                    "it, convert it to InstanSeg's format in ROOT/NAME/ and print its report: images per split, "
+                    "nuclei per image, image sizes, median nucleus diameter and the SCNP window it suggests, "
+                    "skipped files. Then: instanseg-scnp train --data NAME --data-root ROOT. A dataset already "
+                    "prepared is not prepared again. With --check DIR, only validate and report.")
+    prepare.add_argument("dataset", nargs="?", choices=[*DATASETS, "all"], metavar="{" + ",".join(DATASETS) + ",all}",
+                         help="the dataset to prepare, or all three")
+    prepare.add_argument("--root", type=Path, default=None, metavar="DIR",
+                         help=f"data root to prepare in (default: ${DATA_DIR_ENV}, else ~/.cache/instanseg-scnp)")
+    prepare.add_argument("--from-archive", type=Path, default=None, metavar="PATH",
+                         help="the dataset's archive, downloaded by hand: verified and used instead of downloading "
+                              "(default: download it)")
+    prepare.add_argument("--base-url", default=None, metavar="URL",
+                         help="download URL/<archive name> from this mirror instead (default: "
+                              "$INSTANSEG_SCNP_BASE_URL, else the Zenodo record)")
+    prepare.add_argument("--retries", type=int, default=3, metavar="N",
+                         help="further download attempts after a failed one (default: 3)")
+    prepare.add_argument("--check", type=Path, default=None, metavar="DIR",
+                         help="only validate the prepared dataset in DIR (a folder, a .pth file or a dataset name "
+                              "under --root) and print its report (default: prepare)")
+    prepare.set_defaults(func=_prepare)
     return parser
 
 
@@ -168,6 +193,33 @@ def _compare(args: argparse.Namespace) -> int:
     folder, markdown = compare_runs(args.run_dirs, args.output, overwrite=args.overwrite)
     print(markdown, end="")
     logger.info("wrote %s", folder)
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from instanseg_scnp.data import DownloadError, check_dataset, prepare_dataset
+
+    if args.check is not None:
+        if args.dataset or args.from_archive or args.base_url:
+            raise ValueError("--check DIR only validates a prepared dataset; it takes no dataset name, "
+                             "--from-archive or --base-url")
+        print(check_dataset(args.check, root=args.root).to_text())
+        return 0
+    if args.dataset is None:
+        raise ValueError(f"name the dataset to prepare ({', '.join(DATASETS)} or all), or pass --check DIR")
+    names = DATASETS if args.dataset == "all" else (args.dataset,)
+    if args.from_archive is not None and len(names) > 1:
+        raise ValueError("--from-archive is one dataset's archive: name that dataset instead of 'all'")
+    for name in names:
+        try:
+            report = prepare_dataset(name, args.root, from_archive=args.from_archive, base_url=args.base_url,
+                                     retries=args.retries, progress=not args.quiet)
+        except DownloadError as error:  # the network's fault, not the input's: exit status 1
+            if args.verbose:
+                raise
+            print(f"instanseg-scnp prepare: error: {error}", file=sys.stderr)
+            return 1
+        print(report.to_text())
     return 0
 
 

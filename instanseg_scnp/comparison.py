@@ -115,7 +115,9 @@ def _arrow(key: str) -> str:
 
 
 def _is_best(table: pd.DataFrame, data: str, key: str, mean: float, gt: pd.DataFrame | None) -> bool:
-    means = table.loc[data][(key, "mean")]
+    """Whether ``mean`` is the best of its column, as printed (3 decimals): ties in print are not singled out."""
+    means = table.loc[data][(key, "mean")].round(3)
+    mean = round(mean, 3)
     if means.nunique() < 2 or not np.isfinite(mean):  # nothing to single out
         return False
     direction = METRICS[key][1]
@@ -124,7 +126,8 @@ def _is_best(table: pd.DataFrame, data: str, key: str, mean: float, gt: pd.DataF
     if direction == "lower":
         return mean == means.min()
     target = gt.loc[data, f"gt_{key}"] if gt is not None else np.nan
-    return np.isfinite(target) and abs(mean - target) == (means - target).abs().min()
+    distance = (means - target).abs().round(3)
+    return np.isfinite(target) and round(abs(mean - target), 3) == distance.min()
 
 
 def compare_runs(run_dirs: list[str | Path], output: str | Path, *, overwrite: bool = False) -> tuple[Path, str]:

@@ -31,7 +31,7 @@ def test_train_help_documents_every_setting_with_its_default():
         assert helps[flag], flag
 
 
-@pytest.mark.parametrize("name", ["train", "export", "evaluate", "compare"])
+@pytest.mark.parametrize("name", ["train", "export", "evaluate", "compare", "prepare"])
 def test_every_flag_of_every_command_states_its_default(name):
     for action in subcommand(name)._actions:
         if action.option_strings and action.option_strings[0] != "-h":

@@ -1,5 +1,6 @@
-"""Data: InstanSeg's dataset format and the built-in synthetic generator."""
+"""Data: InstanSeg's dataset format, the built-in synthetic generator and the public datasets' preparation."""
 
+from instanseg_scnp.data.convert import merge_instance_channels
 from instanseg_scnp.data.dataset import (
     SPLITS,
     DatasetError,
@@ -9,7 +10,12 @@ from instanseg_scnp.data.dataset import (
     load_dataset,
     median_diameter,
 )
-from instanseg_scnp.data.sources import BUILT_IN, open_dataset
+from instanseg_scnp.data.download import ArchiveError, DownloadError, extract_archive, fetch_archive, verify_archive
+from instanseg_scnp.data.paths import DATA_DIR_ENV, data_root, dataset_file
+from instanseg_scnp.data.prepare import prepare_dataset
+from instanseg_scnp.data.registry import DATASETS, REGISTRY, Archive
+from instanseg_scnp.data.report import DatasetReport, check_dataset
+from instanseg_scnp.data.sources import BUILT_IN, open_dataset, resolve_data
 from instanseg_scnp.data.synthetic import (
     MODALITIES,
     SYNTHETIC_PIXEL_SIZE,
@@ -20,17 +26,33 @@ from instanseg_scnp.data.synthetic import (
 
 __all__ = [
     "BUILT_IN",
+    "DATASETS",
+    "DATA_DIR_ENV",
     "MODALITIES",
+    "REGISTRY",
     "SPLITS",
     "SYNTHETIC_PIXEL_SIZE",
+    "Archive",
+    "ArchiveError",
     "DatasetError",
+    "DatasetReport",
+    "DownloadError",
     "SyntheticImage",
     "channels_last",
+    "check_dataset",
     "common_pixel_size",
+    "data_root",
+    "dataset_file",
+    "extract_archive",
+    "fetch_archive",
     "is_pixel_size",
     "load_dataset",
     "median_diameter",
+    "merge_instance_channels",
     "open_dataset",
+    "prepare_dataset",
+    "resolve_data",
     "synthetic_dataset",
     "synthetic_image",
+    "verify_archive",
 ]

@@ -35,7 +35,11 @@ class TrainConfig:
     """
 
     data: str = field(default="synthetic", metadata={
-        "help": "'synthetic' (built in, the same for every seed), or a path to an InstanSeg .pth dataset"})
+        "help": "'synthetic' (built in, the same for every seed), a dataset prepared by `instanseg-scnp prepare` "
+                "(IHC_TMA, LyNSeC, NuInsSeg; see --data-root), or a path to an InstanSeg .pth dataset"})
+    data_root: str | None = field(default=None, metadata={
+        "help": "folder where `instanseg-scnp prepare` put the datasets --data IHC_TMA, LyNSeC or NuInsSeg names; "
+                "None: $INSTANSEG_SCNP_DATA_DIR, else ~/.cache/instanseg-scnp"})
     out: Path = field(default=Path("runs/instanseg-scnp"), metadata={
         "help": "run directory to create; it must not exist unless --overwrite"})
     epochs: int = field(default=12, metadata={"help": "training epochs, hotstart included"})
@@ -81,6 +85,8 @@ class TrainConfig:
         set_ = object.__setattr__
         set_(self, "out", Path(self.out))
         set_(self, "layers", tuple(self.layers))
+        if self.data_root is not None:
+            set_(self, "data_root", str(self.data_root))
         look_up_option(self.device, DEVICES, name="device")
         look_up_option(self.precision, PRECISIONS, name="precision")
         look_up_option(self.lr_schedule, SCHEDULES, name="lr_schedule")

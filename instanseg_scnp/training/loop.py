@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from instanseg_scnp import __version__
 from instanseg_scnp._files import atomic_path, write_text_atomic
 from instanseg_scnp._upstream import quiet_upstream
-from instanseg_scnp.data import BUILT_IN, DatasetError, common_pixel_size, median_diameter, open_dataset
+from instanseg_scnp.data import DatasetError, common_pixel_size, median_diameter, open_dataset, resolve_data
 from instanseg_scnp.evaluation import evaluate_items, load_segmenter, write_evaluation
 from instanseg_scnp.export import export_run
 from instanseg_scnp.losses import make_loss
@@ -184,7 +184,7 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
-    dataset = open_dataset(config.data)
+    dataset = open_dataset(config.data, root=config.data_root)
     eval_split = "Test" if "Test" in dataset else "Validation"
     pixel_size = config.pixel_size or common_pixel_size(dataset)
     if pixel_size is None:
@@ -215,7 +215,7 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
         state, best_weights = _load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler, device)
     elif process.is_main:
         create_run_dir(out, overwrite=overwrite)
-        derived = {"data": config.data if config.data in BUILT_IN else str(Path(config.data).resolve()),
+        derived = {"data": resolve_data(config.data, root=config.data_root),
                    "scnp_window": window, "median_diameter_px": diameter, "pixel_size": pixel_size,
                    "seed_loss": main_losses[0], "mask_loss": main_losses[1], "eval_split": eval_split,
                    "device": str(device), "world_size": process.world_size, "instanseg_scnp": __version__,
