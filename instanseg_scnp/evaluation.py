@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from instanseg_scnp._files import atomic_directory
 from instanseg_scnp._options import look_up_option
-from instanseg_scnp._upstream import quiet_upstream
+from instanseg_scnp._upstream import pad_for_inference, quiet_upstream
 from instanseg_scnp.data import SPLITS, open_dataset
 from instanseg_scnp.metrics import DEFAULT_THRESHOLDS, cell_shapes, f1_from_counts, match, topology_errors
 from instanseg_scnp.plots import plot_evaluation
@@ -68,11 +68,14 @@ class Evaluation:
     summary: dict
 
 
-def load_segmenter(model_path: str | Path, *, device: str = "cpu") -> Segmenter:
+def load_segmenter(model_path: str | Path, *, device: str = "cpu", **postprocessing: float) -> Segmenter:
     """``segment(image, pixel_size) -> labels`` through upstream inference on a TorchScript file.
 
     ``image`` is (H, W, C); a one-channel image is repeated to the three channels
-    the model takes. ``pixel_size`` (µm) lets upstream rescale to the model's.
+    the model takes, and an image under 64 px a side is padded for upstream (see
+    :data:`instanseg_scnp._upstream.MIN_INFERENCE_SIZE`). ``pixel_size`` (µm) lets
+    upstream rescale to the model's. ``postprocessing`` overrides the exported
+    defaults (``seed_threshold=``, ``mask_threshold=``, ``peak_distance=``, ...).
     """
     from instanseg import InstanSeg
 
@@ -83,12 +86,13 @@ def load_segmenter(model_path: str | Path, *, device: str = "cpu") -> Segmenter:
         instanseg = InstanSeg(torch.jit.load(str(path), map_location=device), device=device, verbosity=0)
 
     def segment(image: np.ndarray, pixel_size: float | None = None) -> np.ndarray:
-        tensor = torch.from_numpy(np.moveaxis(np.asarray(image, np.float32), -1, 0).copy())
+        padded, crop = pad_for_inference(np.asarray(image, np.float32))
+        tensor = torch.from_numpy(np.moveaxis(padded, -1, 0).copy())
         if tensor.shape[0] == 1:
             tensor = tensor.repeat(3, 1, 1)
         with quiet_upstream():
-            labels = instanseg.eval_small_image(tensor, pixel_size, return_image_tensor=False)
-        return labels.squeeze().cpu().numpy().astype(np.int32)
+            labels = instanseg.eval_small_image(tensor, pixel_size, return_image_tensor=False, **postprocessing)
+        return labels.squeeze().cpu().numpy().astype(np.int32)[crop]
 
     return segment
 

@@ -23,7 +23,7 @@ from instanseg.utils.loss.instanseg_loss import InstanSeg_Torchscript
 from instanseg.utils.model_loader import load_model
 
 from instanseg_scnp._files import atomic_path
-from instanseg_scnp._upstream import quiet_upstream
+from instanseg_scnp._upstream import MIN_INFERENCE_SIZE, pad_for_inference, quiet_upstream
 from instanseg_scnp.rundir import BEST_WEIGHTS, EXPERIMENT_LOG, TORCHSCRIPT, require_run_dir
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ def export_torchscript(
     n_sigma, dim_in : int
         As the model was built.
     example : (1, dim_in, H, W) torch.Tensor, optional
-        Input for the round-trip check (default: uniform noise, 256x256).
+        Input for the round-trip check, at least 64 px a side (default: uniform
+        noise, 256x256).
     params : dict, optional
         Postprocessing defaults of the exported model (upstream's ``params``:
         ``seed_threshold``, ``mask_threshold``, ``peak_distance``, ...); default
@@ -87,6 +88,9 @@ def export_torchscript(
     network = copy.deepcopy(model).cpu().eval()
     if example is None:
         example = torch.rand(1, dim_in, EXAMPLE_SIZE, EXAMPLE_SIZE, generator=torch.Generator().manual_seed(0))
+    if min(example.shape[-2:]) < MIN_INFERENCE_SIZE:
+        raise ValueError(f"example must be at least {MIN_INFERENCE_SIZE} px a side for upstream's model, "
+                         f"got {tuple(example.shape)}")
     with quiet_upstream(), torch.no_grad():
         wrapper = InstanSeg_Torchscript(network, pixel_size=float(pixel_size), n_sigma=n_sigma,
                                         backbone_dim_in=dim_in, feature_engineering_function="0",
@@ -129,7 +133,8 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, example
     if example is not None:
         from instanseg.utils.utils import percentile_normalize
 
-        tensor = percentile_normalize(torch.from_numpy(np.moveaxis(np.asarray(example, np.float32), -1, 0)))[None]
+        padded, _ = pad_for_inference(np.asarray(example, np.float32))
+        tensor = percentile_normalize(torch.from_numpy(np.moveaxis(padded, -1, 0).copy()))[None]
         if tensor.shape[1] == 1:
             tensor = tensor.repeat(1, int(arguments["dim_in"]), 1, 1)
     return export_torchscript(model, output or run_dir / TORCHSCRIPT, pixel_size=pixel_size,

@@ -103,6 +103,17 @@ def test_evaluate_command_on_another_split(finished_run, capsys):
     assert "exists; pass --overwrite" in capsys.readouterr().err
 
 
+def test_exported_model_segments_images_smaller_than_upstream_handles(finished_run, tiny_data):
+    """Upstream's exported model corrupts memory under 64 px a side; the segmenter pads (this would crash)."""
+    from instanseg_scnp.evaluation import load_segmenter
+
+    segment = load_segmenter(finished_run.model_path, seed_threshold=0.0, mask_threshold=0.0)  # cells anywhere
+    image = torch.load(tiny_data, weights_only=False)["Test"][1]["image"]
+    with torch.sparse.check_sparse_tensor_invariants(True):  # unpadded, upstream's bad indices raise here
+        small = segment(image[:40, :48], 0.5)
+    assert small.shape == (40, 48) and small.dtype == np.int32
+
+
 def test_existing_run_dir_is_refused_then_replaced_with_overwrite(tiny_data, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
