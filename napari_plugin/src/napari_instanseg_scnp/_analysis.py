@@ -1,0 +1,122 @@
+"""What one press of "Run" computes, from arrays to arrays (no napari, no Qt).
+
+:func:`analyse_steps` is a generator, so that the widget's thread worker can stop
+it between stages when newer inputs make it stale; :func:`analyse` runs it through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_instanseg_scnp._compute import (
+    Penalty,
+    crop_penalty,
+    labels_from_logits,
+    map_penalty,
+    shape_features,
+)
+from napari_instanseg_scnp._model import InputError, load_model, run_model
+
+__all__ = ["PENALTY_TARGETS", "Analysis", "Inputs", "analyse", "analyse_steps"]
+
+PENALTY_TARGETS = ("seed map", "instance masks")
+"""What the SCNP layers penalize: the seed logits, or each seed's instance-mask crop logits."""
+
+
+@dataclass(frozen=True, eq=False)
+class Inputs:
+    """The arrays and options of one run.
+
+    ``image`` is the input of ``model`` (a run directory or ``.pt``), or, with no
+    model, itself the logits (H, W). ``ground_truth`` (H, W) int labels, optional;
+    negative values are unannotated.
+    """
+
+    image: np.ndarray
+    rgb: bool = False
+    model: str | Path | None = None
+    ground_truth: np.ndarray | None = None
+    seed_threshold: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """The outputs of one run (see the layers the widget makes of them).
+
+    ``logits`` holds the logit maps by name: "seed map" and "instance masks" with
+    a model, "logits" without. ``penalties`` holds a :class:`Penalty` per
+    penalizable map (empty without ground truth). ``prediction`` are the predicted
+    labels: the model's, or connected components of ``logits > 0`` without one.
+    """
+
+    logits: dict[str, np.ndarray]
+    penalties: dict[str, Penalty]
+    prediction: np.ndarray
+    prediction_features: pd.DataFrame
+    ground_truth_features: pd.DataFrame | None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    with_model: bool = False
+
+
+def _logit_map(image: np.ndarray, rgb: bool) -> np.ndarray:
+    array = np.asarray(image)
+    if rgb or array.ndim != 2:
+        raise InputError(f"with no model the image layer is taken as logits and must be one 2-D map, got shape "
+                         f"{array.shape}{' (RGB)' if rgb else ''}: choose a logit layer, or a model")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise InputError(f"logits must be real numbers, got dtype {array.dtype}")
+    return array.astype(np.float32, copy=False)
+
+
+def analyse_steps(inputs: Inputs) -> Generator[str, None, Analysis]:
+    """Run the model (or take the logits), the penalties' set-up and the shape tables; yields stage names."""
+    gt = None if inputs.ground_truth is None else np.asarray(inputs.ground_truth)
+    if gt is not None and not np.issubdtype(gt.dtype, np.integer):
+        raise InputError(f"the ground truth must be an integer label image, got dtype {gt.dtype}")
+    penalties: dict[str, Penalty] = {}
+    if inputs.model is not None and str(inputs.model).strip() not in ("", "."):
+        model = load_model(inputs.model)
+        yield "model loaded"
+        output = run_model(model, inputs.image, rgb=inputs.rgb, seed_threshold=inputs.seed_threshold)
+        yield "model run"
+        logits = {"seed map": output.seed_logits, "instance masks": output.mask_logits}
+        prediction = output.labels
+        thresholds = {"seed map": output.seed_threshold, "instance masks": output.mask_threshold}
+        if gt is not None:
+            _check_shape(gt, output.seed_logits.shape)
+            penalties["seed map"] = map_penalty(output.seed_logits, gt)
+            penalties["instance masks"] = crop_penalty(output.crops, output.mask_logits, output.pick, gt)
+    else:
+        z = _logit_map(inputs.image, inputs.rgb)
+        logits, thresholds = {"logits": z}, {"logits": 0.0}
+        prediction = labels_from_logits(z)
+        if gt is not None:
+            _check_shape(gt, z.shape)
+            penalties["logits"] = map_penalty(z, gt)
+    yield "penalties ready"
+    prediction_features = shape_features(prediction)
+    gt_features = None if gt is None else shape_features(np.where(gt > 0, gt, 0))
+    yield "shapes measured"
+    return Analysis(logits, penalties, prediction, prediction_features, gt_features, thresholds,
+                    with_model=len(logits) > 1)
+
+
+def _check_shape(gt: np.ndarray, shape: tuple[int, ...]) -> None:
+    if gt.shape != tuple(shape):
+        raise InputError(f"the ground truth has shape {gt.shape}, the image {tuple(shape)}: "
+                         "choose labels of this image")
+
+
+def analyse(inputs: Inputs) -> Analysis:
+    """:func:`analyse_steps` run to the end."""
+    steps = analyse_steps(inputs)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value

@@ -1,0 +1,87 @@
+"""Sample data: a real immunohistochemistry image and synthetic cells with their ground truth.
+
+Both come with a *threshold logit map*, a stand-in pixel classifier made from the
+image itself, so that the SCNP inspector can be tried without a trained model:
+``(x - t) / s`` with ``x`` the nuclear channel, ``t`` its Otsu threshold and ``s``
+a tenth of its 1-99 % percentile range (logit 0 at the threshold, about ±5 over
+the range). Weak nuclei and thin necks between touching nuclei sit near 0, which is
+where SCNP bites.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage import data as skimage_data
+from skimage.color import rgb2hed
+from skimage.filters import gaussian, threshold_otsu
+from skimage.measure import label
+from skimage.segmentation import watershed
+from scipy import ndimage
+
+__all__ = ["immunohistochemistry", "synthetic_cells", "threshold_logits"]
+
+SYNTHETIC_SHAPE = (512, 512)
+SYNTHETIC_SEED = 7
+MIN_NUCLEUS_AREA = 30
+"""Pixels; smaller foreground specks of the IHC threshold are dropped from its reference segmentation."""
+
+LayerData = tuple[np.ndarray, dict, str]
+
+
+def threshold_logits(channel: np.ndarray) -> np.ndarray:
+    """The module's stand-in logit map of a nuclear channel, (H, W) float32.
+
+    Examples
+    --------
+    >>> z = threshold_logits(np.r_[np.zeros(50), np.ones(50)][None].repeat(2, 0))
+    >>> bool(z[0, 0] < 0 < z[0, -1])
+    True
+    """
+    channel = np.asarray(channel, np.float32)
+    low, high = np.percentile(channel, [1, 99])
+    scale = max(float(high - low), 1e-6) / 10
+    return ((channel - threshold_otsu(channel)) / scale).astype(np.float32)
+
+
+def _logit_layer(logits: np.ndarray, name: str) -> LayerData:
+    m = float(np.percentile(np.abs(logits), 99.5)) or 1.0
+    return logits, {"name": name, "colormap": "RdBu_r", "contrast_limits": (-m, m), "visible": False}, "image"
+
+
+def immunohistochemistry() -> list[LayerData]:
+    """scikit-image's IHC image (no download), its hematoxylin threshold logits and a classical segmentation.
+
+    The segmentation (Otsu on the smoothed hematoxylin channel, split by a
+    distance-transform watershed) is a reference to try the inspector with, not a
+    ground truth.
+    """
+    rgb = skimage_data.immunohistochemistry()
+    hematoxylin = gaussian(rgb2hed(rgb)[..., 0], sigma=1)
+    logits = threshold_logits(hematoxylin)
+    components = label(logits > 0)
+    mask = (np.bincount(components.ravel()) >= MIN_NUCLEUS_AREA)[components] & (components > 0)
+    distance = ndimage.distance_transform_edt(mask)
+    peaks = label(distance > 0.6 * ndimage.maximum_filter(distance, size=9))
+    nuclei = watershed(-distance, peaks, mask=mask).astype(np.int32)
+    return [
+        (rgb, {"name": "immunohistochemistry", "rgb": True}, "image"),
+        _logit_layer(logits, "hematoxylin threshold (logits)"),
+        (nuclei, {"name": "nuclei, classical (reference)", "opacity": 0.5}, "labels"),
+    ]
+
+
+def synthetic_cells() -> list[LayerData]:
+    """A synthetic fluorescence image of 512 x 512 from :func:`instanseg_scnp.data.synthetic_image`.
+
+    With its exact ground truth and its threshold logits.
+    """
+    from napari_instanseg_scnp import _torch_guard  # noqa: F401 (before the torch stack: see its docstring)
+    from instanseg_scnp.data import synthetic_image
+
+    sample = synthetic_image(SYNTHETIC_SHAPE, modality="fluorescence", rng=SYNTHETIC_SEED)
+    image = sample.image[..., 0]
+    return [
+        (image, {"name": "synthetic cells", "colormap": "gray"}, "image"),
+        _logit_layer(threshold_logits(image), "threshold (logits)"),
+        (sample.labels.astype(np.int32), {"name": "ground truth", "opacity": 0.5}, "labels"),
+    ]

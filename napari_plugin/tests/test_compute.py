@@ -1,0 +1,189 @@
+"""The pure computations, without napari or Qt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from instanseg_scnp import scnp
+from instanseg_scnp.data import synthetic_image
+from instanseg_scnp.metrics import cell_shapes, topology_errors
+
+from napari_instanseg_scnp._compute import (
+    ERROR_CLASSES,
+    WindowCache,
+    classify_cells,
+    crop_penalty,
+    error_map,
+    histogram,
+    labels_from_logits,
+    map_penalty,
+    shape_colors,
+    shape_features,
+    symmetric_limits,
+)
+from napari_instanseg_scnp._model import InstanceCrops
+
+
+@pytest.fixture(scope="module")
+def sample():
+    s = synthetic_image((96, 128), rng=5)
+    logits = (np.random.default_rng(0).normal(size=s.labels.shape) + 2 * (s.labels > 0) - 1).astype(np.float32)
+    return logits, s.labels.astype(np.int32)
+
+
+@pytest.mark.parametrize("window", [1, 3, 5, 9])
+def test_map_penalty_equals_the_operator(sample, window):
+    logits, gt = sample
+    penalty = map_penalty(logits, gt)
+    z_tilde, difference = penalty.compute(window)
+    expected = scnp(torch.from_numpy(logits)[None, None], torch.from_numpy(gt > 0)[None, None], window)[0, 0]
+    np.testing.assert_array_equal(z_tilde, expected.numpy())
+    np.testing.assert_array_equal(difference, logits - z_tilde)
+    assert (difference[gt > 0] >= 0).all() and (difference[gt == 0] <= 0).all()
+    if window == 1:
+        assert not difference.any()
+
+
+def test_map_penalty_ignores_unannotated(sample):
+    logits, gt = sample
+    gt = gt.copy()
+    gt[:10] = -1
+    z_tilde = map_penalty(logits, gt).penalized(5)
+    np.testing.assert_array_equal(z_tilde[:10], logits[:10])
+
+
+def test_map_penalty_rejects_mismatched_ground_truth(sample):
+    logits, gt = sample
+    with pytest.raises(ValueError, match=r"the ground truth must have the logits' shape \(96, 128\)"):
+        map_penalty(logits, gt[:50])
+    with pytest.raises(TypeError, match="integer label image"):
+        map_penalty(logits, gt.astype(float))
+
+
+def random_crops(shape=(40, 50), n=6, half=8, seed=0) -> InstanceCrops:
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, shape[0], (n,), generator=generator)
+    cols = torch.randint(0, shape[1], (n,), generator=generator)
+    seeds = torch.stack((rows, cols), 1)
+    centres = torch.stack((rows.clamp(half, shape[0] - half), cols.clamp(half, shape[1] - half)), 1)
+    logits = torch.randn(n, 1, 2 * half, 2 * half, generator=generator).round(decimals=1)  # ties happen
+    return InstanceCrops(logits, seeds, centres - half, shape)
+
+
+def test_assemble_takes_the_max_over_crops_and_the_first_seed_on_ties():
+    crops = random_crops()
+    shown, pick = crops.assemble()
+    best = np.full(crops.shape, -np.inf)
+    owner = np.full(crops.shape, -1)
+    rows, cols = crops.coordinates()
+    for k in range(len(crops.logits)):
+        for value, r, c in zip(crops.logits[k, 0].ravel().tolist(), rows[k].ravel().tolist(),
+                               cols[k].ravel().tolist(), strict=True):
+            if value > best[r, c]:
+                best[r, c], owner[r, c] = value, k
+    covered = owner >= 0
+    np.testing.assert_array_equal(shown[covered], best[covered].astype(np.float32))
+    assert (shown[~covered] == shown[covered].min()).all()
+    np.testing.assert_array_equal(np.where(pick.numpy() >= 0, pick.numpy() // crops.size ** 2, -1).reshape(crops.shape),
+                                  owner)
+
+
+@pytest.mark.parametrize("window", [1, 3, 7])
+def test_crop_penalty_penalizes_each_crop_against_the_cell_under_its_seed(window):
+    crops = random_crops()
+    gt = np.zeros(crops.shape, np.int32)
+    gt[5:25, 5:30], gt[25:40, 30:50] = 1, 2
+    shown, pick = crops.assemble()
+    z_tilde, difference = crop_penalty(crops, shown, pick, gt).compute(window)
+    rows, cols = crops.coordinates()
+    for k in range(len(crops.logits)):  # one crop at a time, as in upstream's loss
+        cell = gt[tuple(crops.seeds[k].tolist())]
+        target = (gt[rows[k].numpy(), cols[k].numpy()] == cell) & (cell > 0)
+        expected = scnp(crops.logits[k:k + 1], torch.from_numpy(target)[None, None], window)[0, 0]
+        mine = (pick.numpy() >= 0) & (pick.numpy() // crops.size ** 2 == k)
+        local = pick.numpy()[mine] % crops.size ** 2
+        np.testing.assert_array_equal(z_tilde.reshape(-1)[mine], expected.reshape(-1).numpy()[local])
+    np.testing.assert_array_equal(difference, shown - z_tilde)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_classify_cells_counts_match_topology_errors(seed):
+    gt = synthetic_image((128, 128), rng=seed).labels
+    rng = np.random.default_rng(seed)
+    pred = np.roll(gt, 2, axis=1)
+    pred[pred == 3] = 0  # a missed cell
+    pred[40:44, 40:48] = 999  # a spurious one
+    pred[(gt == 5) & (np.arange(128)[None, :] % 16 < 8)] = 777  # a split / fragmented one
+    pred[rng.random(gt.shape) < 0.01] = 0
+    counts = classify_cells(gt, pred).counts()
+    expected = topology_errors(gt, pred)
+    assert counts == {"split": expected["splits"], "merged": expected["merges"],
+                      "fragmented": expected["fragmented"], "missed": expected["missed"],
+                      "spurious": expected["spurious"]}
+
+
+def test_classify_cells_names_the_cells():
+    gt = np.array([[1, 1, 1, 1, 0, 2, 2, 0, 3, 0, 4]])
+    pred = np.array([[5, 5, 6, 6, 0, 0, 0, 0, 7, 7, 7]])
+    errors = classify_cells(gt, pred)
+    assert errors.split.tolist() == [1] and errors.missed.tolist() == [2]
+    assert errors.merged.tolist() == [7] and errors.fragmented.tolist() == [] and errors.spurious.tolist() == []
+
+
+def test_error_map_paints_classes_in_order():
+    gt = np.array([[1, 1, 1, 1, 0, 2, 2, 0, 0, 0]])
+    pred = np.array([[5, 5, 6, 6, 0, 0, 0, 0, 9, 9]])
+    out, counts = error_map(gt, pred)
+    split, missed, spurious = (ERROR_CLASSES.index(name) + 1 for name in ("split", "missed", "spurious"))
+    assert out.tolist() == [[split] * 4 + [0, missed, missed, 0, spurious, spurious]]
+    assert counts == {"split": 1, "merged": 0, "fragmented": 0, "missed": 1, "spurious": 1}
+
+
+def test_classify_cells_rejects_bad_labels():
+    with pytest.raises(ValueError, match="same shape"):
+        classify_cells(np.zeros((2, 2), int), np.zeros((3, 2), int))
+    with pytest.raises(TypeError, match="non-negative integer"):
+        classify_cells(np.zeros((2, 2), float), np.zeros((2, 2), int))
+
+
+def test_shape_features_are_cell_shapes_indexed_by_label():
+    labels = synthetic_image((64, 64), rng=1).labels
+    features = shape_features(labels)
+    assert list(features.columns) == ["index", *cell_shapes(labels).columns]
+    np.testing.assert_array_equal(features["index"], np.unique(labels)[1:])
+    pd.testing.assert_frame_equal(features.drop(columns="index"), cell_shapes(labels))
+
+
+def test_shape_colors_map_the_column_through_the_colormap():
+    from matplotlib import colormaps
+
+    features = pd.DataFrame({"index": [3, 8], "roundness": [0.0, 1.0]})
+    colors = shape_colors(features, "roundness")
+    np.testing.assert_allclose(colors[3], colormaps["viridis"](0.0))
+    np.testing.assert_allclose(colors[8], colormaps["viridis"](1.0))
+    assert colors[0][3] == 0 and None in colors
+    with pytest.raises(ValueError, match="no column 'solidityy'"):
+        shape_colors(features, "solidityy")
+
+
+def test_histogram_gives_fractions_per_bin():
+    edges, pred, gt = histogram(np.array([0.05, 0.95, 0.97, np.nan]), np.array([]), bins=10)
+    assert len(edges) == 11 and pred.sum() == pytest.approx(1) and pred[-1] == pytest.approx(2 / 3)
+    assert not gt.any()
+
+
+def test_window_cache_drops_the_least_recently_used():
+    cache = WindowCache(max_bytes=3 * 800)
+    for window in (1, 3, 5):
+        cache.put(("seed", window), (np.zeros(100),))
+    cache.get(("seed", 1))
+    cache.put(("seed", 7), (np.zeros(100),))
+    assert ("seed", 3) not in cache and ("seed", 1) in cache and len(cache) == 3 and cache.nbytes == 2400
+
+
+def test_symmetric_limits_and_labels_from_logits():
+    assert symmetric_limits(np.array([-1.0, 3.0, np.inf]), percentile=100) == (-3.0, 3.0)
+    labels = labels_from_logits(np.array([[1.0, -1, 1], [-1, 1, -1], [-1, -1, -1]]))
+    assert labels.max() == 1  # 8-connected
