@@ -112,6 +112,8 @@ def test_slider_changes_are_coalesced_and_snap_to_odd(qtbot, inspector, cells, m
     assert computed == [5, 11]
     widget._window.value = 6
     assert widget._window.value == 7
+    qtbot.waitUntil(lambda: widget.shown == ("logits", 7), timeout=TIMEOUT_MS)
+    widget.wait()  # no result may land on the viewer while the fixture closes it
 
 
 def test_model_end_to_end(qtbot, inspector, cells, run_dir, seed_threshold, notifications):
