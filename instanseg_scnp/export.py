@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,18 @@ from instanseg.utils.loss.instanseg_loss import InstanSeg_Torchscript
 from instanseg.utils.model_loader import load_model
 
 from instanseg_scnp._files import atomic_path
-from instanseg_scnp._upstream import MIN_INFERENCE_SIZE, pad_for_inference, quiet_upstream
-from instanseg_scnp.rundir import BEST_WEIGHTS, EXPERIMENT_LOG, TORCHSCRIPT, require_run_dir
+from instanseg_scnp._upstream import (
+    MIN_INFERENCE_SIZE,
+    pad_for_inference,
+    quiet_upstream,
+)
+from instanseg_scnp.data.dataset import is_pixel_size
+from instanseg_scnp.rundir import (
+    BEST_WEIGHTS,
+    EXPERIMENT_LOG,
+    TORCHSCRIPT,
+    require_run_dir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +92,7 @@ def export_torchscript(
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True (--overwrite) to replace it")
-    if not (math.isfinite(pixel_size) and pixel_size > 0):
+    if not is_pixel_size(pixel_size):
         raise ValueError(f"pixel_size must be a positive number of µm, got {pixel_size!r}")
     network = copy.deepcopy(model).cpu().eval()
     if example is None:
@@ -126,7 +135,7 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, example
     with quiet_upstream():
         model, arguments = load_model(folder="", path=str(run_dir), device="cpu")
     pixel_size = arguments.get("pixel_size")
-    if pixel_size is None or not math.isfinite(pixel_size):
+    if not is_pixel_size(pixel_size):
         raise ValueError(f"{run_dir / EXPERIMENT_LOG}: no requested_pixel_size; cannot export a model "
                          "without the pixel size it was trained at")
     tensor = None

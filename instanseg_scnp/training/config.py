@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from instanseg_scnp._options import look_up_option
+from instanseg_scnp.data.dataset import is_pixel_size
 from instanseg_scnp.losses import MASK_LOSSES, MODES, SCNP_TARGETS, SEED_LOSSES
 from instanseg_scnp.scnp import normalize_window
 
@@ -112,7 +113,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.pixel_size is not None and not (math.isfinite(self.pixel_size) and self.pixel_size > 0):
+        if self.pixel_size is not None and not is_pixel_size(self.pixel_size):
             raise ValueError(f"pixel_size must be a positive number of µm, got {self.pixel_size!r}")
 
     def to_json(self) -> str:

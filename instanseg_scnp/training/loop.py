@@ -186,11 +186,14 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
 
     dataset = open_dataset(config.data, root=config.data_root)
     eval_split = "Test" if "Test" in dataset else "Validation"
-    pixel_size = config.pixel_size or common_pixel_size(dataset)
+    native_pixel_size = common_pixel_size(dataset)
+    pixel_size = config.pixel_size or native_pixel_size
     if pixel_size is None:
         raise DatasetError(f"{config.data}: the training images' pixel sizes are missing or differ; pass "
                            "--pixel-size to train at one (the exported model needs it to rescale new images)")
-    diameter = median_diameter(dataset) * _scale(dataset, config.pixel_size)
+    # in training pixels: rescaled from the items' own when rescaling to a common pixel size
+    diameter = median_diameter(dataset) * (native_pixel_size / config.pixel_size
+                                           if config.pixel_size and native_pixel_size else 1.0)
     window = auto_window(diameter) if config.scnp_window == "auto" else config.scnp_window
     if config.scnp_window == "auto":
         logger.info("SCNP window 'auto': median nucleus diameter %.1f px -> window %d", diameter, window)
@@ -265,12 +268,6 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
         return TrainResult(out, state.best_epoch, state.best_f1, state.history, out / TORCHSCRIPT, {})
     _save_best(out / BEST_WEIGHTS, best_weights, state)
     return _finish(config, state, dataset[eval_split], eval_split, device, progress=progress)
-
-
-def _scale(dataset: dict, pixel_size: float | None) -> float:
-    """Factor from the training items' pixels to training pixels (1 when not rescaling)."""
-    native = common_pixel_size(dataset)
-    return native / pixel_size if pixel_size and native else 1.0
 
 
 def _model_arguments(config: TrainConfig, losses: tuple[str, str], pixel_size: float | None) -> dict:
