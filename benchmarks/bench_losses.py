@@ -30,7 +30,7 @@ from instanseg.utils.models.InstanSeg_UNet import InstanSeg_UNet
 
 from instanseg_scnp import make_loss
 
-SETTINGS = [("off", 3), ("mask", 3), ("seed", 3), ("both", 3), ("mask", 9), ("seed", 9), ("both", 9)]
+SETTINGS = [("off", 3), ("mask", 3), ("seed", 3), ("mask+seed", 3), ("mask", 9), ("seed", 9), ("mask+seed", 9)]
 
 
 def touching_nuclei(batch: int, size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Baseline vs SCNP on the mask loss, the seed loss and both, over several seeds, then ``compare``.
+"""Baseline vs SCNP on the mask loss, the seed loss and mask+seed, over several seeds, then ``compare``.
 
 Each (setting, seed) is one ``instanseg_scnp.train`` run in ``OUT/<setting>-s<seed>``; a
 finished run is kept, an interrupted one resumed, so the script can be stopped and
@@ -6,8 +6,7 @@ started again. At the end the runs are compared into ``OUT/comparison`` (Markdow
 table, per-run CSV, figure), as ``instanseg-scnp compare`` does.
 
     python benchmarks/experiment.py                                   # synthetic, 3 seeds: about an hour on 2 CPU cores
-    python benchmarks/experiment.py --data NuInsSeg --seeds 5 --epochs 200 --epoch-length 1000 \\
-        --tile-size 256 --layers 32 64 128 256 --device cuda          # a GPU budget
+    python benchmarks/experiment.py --data NuInsSeg --seeds 5 --device cuda   # upstream's recipe on a GPU
 """
 
 from __future__ import annotations
@@ -22,9 +21,9 @@ import torch
 
 from instanseg_scnp.comparison import compare_runs
 from instanseg_scnp.rundir import CHECKPOINT, EVALUATION
-from instanseg_scnp.training import TrainConfig, resume, train
+from instanseg_scnp.training import PRESETS, TrainConfig, resume, train
 
-SETTINGS = {"baseline": "off", "scnp-mask": "mask", "scnp-seed": "seed", "scnp-both": "both"}
+SETTINGS = {"baseline": "off", "scnp-mask": "mask", "scnp-seed": "seed", "scnp-mask+seed": "mask+seed"}
 """Run-name prefix -> ``scnp`` target."""
 
 logger = logging.getLogger("experiment")
@@ -43,26 +42,26 @@ def run_one(out: Path, scnp: str, seed: int, settings: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/experiment"), help="(default: runs/experiment)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default: 3)")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS),
                         help=f"which settings (default: {' '.join(SETTINGS)})")
-    for name in ("data", "epochs", "hotstart", "epoch_length", "batch_size", "tile_size", "seed_loss", "mask_loss",
-                 "scnp_window", "device"):
-        default = getattr(defaults, name)
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default) if name != "scnp_window" else str,
-                            default=default, help=f"as for instanseg-scnp train (default: {default})")
-    parser.add_argument("--layers", type=int, nargs="+", default=list(defaults.layers),
-                        help=f"as for instanseg-scnp train (default: {' '.join(map(str, defaults.layers))})")
+    parser.add_argument("--data", default="synthetic", help="as for instanseg-scnp train (default: synthetic)")
+    parser.add_argument("--preset", choices=list(PRESETS), default=None,
+                        help="as for instanseg-scnp train (default: demo on synthetic data, else upstream)")
+    for name, value in PRESETS["demo"].items():
+        if name not in ("scnp", "scnp_mode", "layers"):
+            parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=None,
+                                help="as for instanseg-scnp train (default: the preset's)")
+    parser.add_argument("--layers", type=int, nargs="+", default=None, help="as for instanseg-scnp train "
+                                                                              "(default: the preset's)")
+    parser.add_argument("--device", default="auto", help="as for instanseg-scnp train (default: auto)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    window = args.scnp_window if args.scnp_window == "auto" else int(args.scnp_window)
-    settings = {"data": args.data, "epochs": args.epochs, "hotstart": args.hotstart, "epoch_length": args.epoch_length,
-                "batch_size": args.batch_size, "tile_size": args.tile_size, "seed_loss": args.seed_loss,
-                "mask_loss": args.mask_loss, "scnp_window": window, "device": args.device,
-                "layers": tuple(args.layers)}
+    given = {name: value for name, value in vars(args).items()
+             if value is not None and name not in ("out", "seeds", "settings")}
+    settings = {**given, "layers": tuple(args.layers)} if args.layers else given
     logger.info("machine: %s, %d CPU threads for torch, CUDA: %s", platform.processor() or platform.machine(),
                 torch.get_num_threads(), torch.cuda.get_device_name() if torch.cuda.is_available() else "none")
     start, runs = time.perf_counter(), []

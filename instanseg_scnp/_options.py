@@ -1,13 +1,27 @@
-"""One lookup for string options, with the valid choices and a suggestion in the error."""
+"""String options shared by the loss hook, the config, the CLI and the tables, and one lookup for them."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Mapping
+
+SCNP_TARGETS = ("off", "mask", "seed", "mask+seed")
+"""Which loss terms get SCNP."""
+MODES = ("penalized", "plain+penalized")
+"""How SCNP enters a term: L(z~) alone, or L(z) + weight * L(z~)."""
+DEPRECATED_TARGETS = {"both": "mask+seed"}
+DEPRECATED_MODES = {"both": "plain+penalized"}
+"""Spellings of earlier versions, still accepted with a FutureWarning."""
 
 
-def look_up_option(value: object, choices: Iterable[str], *, name: str) -> str:
+def look_up_option(value: object, choices: Iterable[str], *, name: str,
+                   aliases: Mapping[str, str] | None = None) -> str:
     """Return ``value`` if it is one of ``choices``; otherwise raise a ValueError naming them.
+
+    ``aliases`` maps deprecated spellings to their choice: such a value is
+    accepted with a ``FutureWarning`` (a warning meant for end users) and the
+    choice is returned.
 
     Examples
     --------
@@ -21,6 +35,23 @@ def look_up_option(value: object, choices: Iterable[str], *, name: str) -> str:
     choices = tuple(choices)
     if value in choices:
         return value
+    if aliases and isinstance(value, str) and value in aliases:
+        warnings.warn(f"{name}={value!r} is deprecated and will be removed; use {aliases[value]!r}",
+                      FutureWarning, stacklevel=3)
+        return aliases[value]
     close = difflib.get_close_matches(str(value), choices, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}")
+
+
+def scnp_label(scnp: str, window: object, mode: str) -> str:
+    """SCNP settings in words, for tables and plots: ``"no SCNP"``, ``"SCNP mask+seed w5 plain+penalized"``.
+
+    Examples
+    --------
+    >>> scnp_label("off", 3, "penalized"), scnp_label("mask", 3, "plain+penalized")
+    ('no SCNP', 'SCNP mask w3 plain+penalized')
+    """
+    if scnp == "off":
+        return "no SCNP"
+    return f"SCNP {scnp} w{window} {mode}"

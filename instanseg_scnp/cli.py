@@ -13,47 +13,65 @@ import json
 import logging
 import os
 import sys
+import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
 
 from instanseg_scnp.data import DATA_DIR_ENV, DATASETS, SPLITS
+from instanseg_scnp._options import DEPRECATED_MODES, DEPRECATED_TARGETS
 from instanseg_scnp.losses import MASK_LOSSES, SEED_LOSSES
 from instanseg_scnp.training.config import TrainConfig
+from instanseg_scnp.training.presets import PRESETS
 
 logger = logging.getLogger("instanseg_scnp")
 
 _CHOICES = {"seed_loss": SEED_LOSSES, "mask_loss": MASK_LOSSES}
+_DEPRECATED = {"scnp": DEPRECATED_TARGETS, "scnp_mode": DEPRECATED_MODES}
+"""Old spellings the flags still take (with a warning), not shown in --help."""
 USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError)
 """Errors that are the input's fault: shown as one line, exit status 2 (with ``-v``, the traceback)."""
 
 
-def _window(text: str) -> int | str:
-    if text == "auto":
-        return text
+def _window(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an odd int or 'auto', got {text!r}") from None
+        removed = " ('auto' was removed: the SCNP authors use 3 for InstanSeg)" if text == "auto" else ""
+        raise argparse.ArgumentTypeError(f"expected an odd int, got {text!r}{removed}") from None
+
+
+def _preset_default(name: str, default: object) -> str:
+    """The default shown in --help: the field's own, or each preset's value."""
+    if name == "preset":
+        return "demo for --data synthetic, else upstream"
+    if default is not None or name not in PRESETS["demo"]:
+        return " ".join(map(str, default)) if isinstance(default, tuple) else str(default)
+    shown = {preset: " ".join(map(str, v)) if isinstance(v, tuple) else str(v)
+             for preset, values in PRESETS.items() for v in [values[name]]}
+    if len(set(shown.values())) == 1:
+        return next(iter(shown.values()))
+    return ", ".join(f"{preset} {value}" for preset, value in shown.items())
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field; an absent flag keeps the field's default."""
+    """One flag per TrainConfig field; an absent flag keeps the field's default (or the preset's value)."""
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        default = field.default
-        hint = hints[field.name]
+        hint = _without_none(hints[field.name])
+        example = PRESETS["demo"].get(field.name, field.default)
         options: dict = {"default": argparse.SUPPRESS, "dest": field.name}
         if field.name == "layers":
             options.update(nargs="+", type=int, metavar="WIDTH")
-            default = " ".join(map(str, default))
         elif field.name == "scnp_window":
-            options.update(type=_window, metavar="{odd int,auto}")
+            options.update(type=_window, metavar="ODD_INT")
         elif hint is bool:
             options.update(action=argparse.BooleanOptionalAction)
         elif typing.get_origin(hint) is typing.Literal:
-            options.update(choices=typing.get_args(hint))
+            choices = typing.get_args(hint)
+            options.update(choices=(*choices, *_DEPRECATED.get(field.name, ())),
+                           metavar="{" + ",".join(choices) + "}")
         elif field.name in _CHOICES:
             options.update(choices=_CHOICES[field.name], metavar="NAME")
         elif field.name == "out":
@@ -63,8 +81,17 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         elif field.name == "pixel_size":
             options.update(type=float, metavar="UM")
         else:
-            options.update(type=type(default))
-        parser.add_argument(flag, help=f"{field.metadata['help']} (default: {default})", **options)
+            options.update(type=type(example))
+        shown = _preset_default(field.name, field.default)
+        parser.add_argument(flag, help=f"{field.metadata['help']} (default: {shown})", **options)
+
+
+def _without_none(hint: object) -> object:
+    """``X | None`` -> ``X``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        arguments = [a for a in typing.get_args(hint) if a is not type(None)]
+        return arguments[0] if len(arguments) == 1 else hint
+    return hint
 
 
 def _add_output_flags(parser: argparse.ArgumentParser, default: Path | None, shown: str) -> None:
@@ -130,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare", parents=[common], help="download, verify and convert IHC_TMA, LyNSeC or NuInsSeg for training",
         description="Download a public dataset from its Zenodo record (or take the archive you downloaded), verify "
                     "it, convert it to InstanSeg's format in ROOT/NAME/ and print its report: images per split, "
-                    "nuclei per image, image sizes, median nucleus diameter and the SCNP window it suggests, "
+                    "nuclei per image, image sizes, median nucleus diameter, "
                     "skipped files. Then: instanseg-scnp train --data NAME --data-root ROOT. A dataset already "
                     "prepared is not prepared again. With --check DIR, only validate and report.")
     prepare.add_argument("dataset", nargs="?", choices=[*DATASETS, "all"], metavar="{" + ",".join(DATASETS) + ",all}",
@@ -162,7 +189,7 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError("--resume continues a run; it cannot be combined with --overwrite")
         result = resume(args.resume, progress=not args.quiet, **settings)
     else:
-        result = train(TrainConfig(**settings), overwrite=args.overwrite, progress=not args.quiet)
+        result = train(overwrite=args.overwrite, progress=not args.quiet, **settings)
     print(result.model_path)
     return 0
 

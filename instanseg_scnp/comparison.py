@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 
 from instanseg_scnp._files import atomic_directory
+from instanseg_scnp._options import scnp_label
 from instanseg_scnp.plots import plot_comparison
 from instanseg_scnp.rundir import CONFIG, EVALUATION, require_run_dir
+from instanseg_scnp.training.config import upgrade_saved
 
 logger = logging.getLogger(__name__)
 
@@ -35,22 +37,22 @@ METRICS = {
 
 
 def setting_name(config: dict, derived: dict) -> str:
-    """A short name for what a run trained with: losses, SCNP target, window and mode.
+    """A short name for what a run trained with: SCNP target, window and mode, and the losses.
 
     Examples
     --------
-    >>> setting_name({"scnp": "off", "seed_loss": "binary_xloss", "mask_loss": "dice_loss", "data": "synthetic"}, {})
-    'baseline (binary_xloss + dice_loss)'
-    >>> setting_name({"scnp": "mask", "seed_loss": "binary_xloss", "mask_loss": "dice_loss", "scnp_mode": "both",
-    ...               "data": "synthetic"}, {"scnp_window": 5})
-    'SCNP mask w5 L(z)+L(z~) (binary_xloss + dice_loss)'
+    >>> setting_name({"scnp": "off", "seed_loss": "l1_distance", "mask_loss": "dice_loss", "data": "synthetic"}, {})
+    'no SCNP (l1_distance + dice_loss)'
+    >>> setting_name({"scnp": "mask+seed", "seed_loss": "l1_distance", "mask_loss": "dice_loss",
+    ...               "scnp_mode": "plain+penalized", "scnp_window": 5, "data": "synthetic"}, {})
+    'SCNP mask+seed w5 plain+penalized (l1_distance + dice_loss)'
+    >>> setting_name({"scnp": "both", "seed_loss": "binary_xloss", "mask_loss": "dice_loss", "scnp_mode": "both",
+    ...               "scnp_window": "auto", "data": "synthetic"}, {"scnp_window": 5})  # an older run's config
+    'SCNP mask+seed w5 plain+penalized (binary_xloss + dice_loss)'
     """
-    losses = f"({config['seed_loss']} + {config['mask_loss']})"
-    if config["scnp"] == "off":
-        return f"baseline {losses}"
-    window = derived.get("scnp_window", config.get("scnp_window"))
-    mode = " L(z)+L(z~)" if config.get("scnp_mode") == "both" else ""
-    return f"SCNP {config['scnp']} w{window}{mode} {losses}"
+    config = upgrade_saved(config, derived)
+    label = scnp_label(config["scnp"], config.get("scnp_window", 3), config.get("scnp_mode", "penalized"))
+    return f"{label} ({config['seed_loss']} + {config['mask_loss']})"
 
 
 def collect_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
@@ -81,7 +83,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     table = grouped[columns].agg(["mean", "std"])
     table.insert(0, ("runs", ""), grouped.size())
     gt = runs.groupby(["data"])[["gt_cell_roundness", "gt_cell_circularity"]].mean()
-    order = sorted(table.index, key=lambda key: (key[0], not key[1].startswith("baseline"), key[1]))
+    order = sorted(table.index, key=lambda key: (key[0], not key[1].startswith("no SCNP"), key[1]))
     table = table.loc[order]
     table.attrs["ground_truth"] = gt
     return table

@@ -5,46 +5,49 @@ its two loss callables from strings in ``update_seed_loss(name)`` and
 ``update_binary_loss(name)``. :func:`install` wraps those two methods (never
 replaces or copies them) so that they also accept SCNP names::
 
-    scnp_<base>                 SCNP, window 3, loss on the penalized logits only
-    scnp-w5_<base>              window 5 (scnp-w3x5_<base>: 3 rows by 5 columns)
-    scnp-w5-both_<base>         L(z) + L(z~)
-    scnp-w5-both0.5_<base>      L(z) + 0.5 L(z~)
+    scnp_<base>                            SCNP, window 3, loss on the penalized logits only
+    scnp-w5_<base>                         window 5 (scnp-w3x5_<base>: 3 rows by 5 columns)
+    scnp-w5-plain+penalized_<base>         L(z) + L(z~)
+    scnp-w5-plain+penalized0.5_<base>      L(z) + 0.5 L(z~)
 
-plus the new mask loss ``cedice`` (BCE + soft Dice, the paper's CEDice).
-A run's ``experiment_log.csv`` that records such names can be re-loaded by
+(``-both`` for ``-plain+penalized`` is still read, from older runs) plus the mask
+losses of :mod:`instanseg_scnp.mask_losses` (``cedice``, the SCNP authors'
+CEDice, and the paper's cell baselines ``tversky``, ``focal``, ``rwloss``). A
+run's ``experiment_log.csv`` that records such names can be re-loaded by
 upstream tools once ``instanseg_scnp`` is imported.
 
 Mask loss. For each seed, upstream's pixel classifier gives crop logits
 ``dist`` (N, 1, ws, ws) and the seed's own nucleus ``crop`` (N, ws, ws); SCNP
 runs on ``dist`` with foreground = the seed's nucleus, background = the rest
-of the crop, and the chosen upstream loss is computed on the result.
-Upstream has already turned unannotated (-1) pixels into background when it
-cuts the crops, so in the mask loss they count as background, as they do for
-the plain loss.
+of the crop, and the chosen loss is computed on the result. Upstream has
+already turned unannotated (-1) pixels into background when it cuts the crops,
+so in the mask loss they count as background, as they do for the plain loss.
 
-Seed loss. For ``binary_xloss`` SCNP runs on the seed logits with
-foreground = label > 0, and unannotated pixels are passed as ``ignore``.
-``l1_distance`` and ``l2_distance`` regress the seed channel to a per-instance
-distance map, so "the lowest logit" has no meaning; instead each pixel takes
-the *largest per-pixel loss* among its same-class neighbours
-(worst-error pooling):
+Seed loss. For ``binary_xloss`` SCNP runs on the seed logits with foreground =
+label > 0, and unannotated pixels are passed as ``ignore``: the paper's
+operator, exactly. ``l1_distance`` and ``l2_distance`` regress the seed
+channel :math:`x` to upstream's distance target :math:`t` (per-nucleus
+normalized EDT, :math:`t = 15\,(\mathrm{edt} - 0.5)`: -7.5 on background),
+which the decoder reads back as :math:`x / 15 + 0.5` and thresholds. Here the
+project extends SCNP (this is ours, not the paper's) to the *signed error*
+:math:`e = x - t`:
 
 .. math::
 
-    \tilde\ell_i = \max_{j \in N_w(i),\, y_j = y_i} \ell_j,
-    \qquad \ell_j = |x_j - t_j| \ \text{or}\ (x_j - t_j)^2,
+    \tilde e_i = \min_{j \in N_w(i),\, y_j = 1} e_j \ \text{if}\ y_i = 1, \qquad
+    \tilde e_i = \max_{j \in N_w(i),\, y_j = 0} e_j \ \text{if}\ y_i = 0,
 
-then upstream's background weighting and unannotated masking reduce
-:math:`\tilde\ell`. Why this is SCNP: for a per-pixel loss that is
-monotone in the logit, such as BCE, :math:`\ell(z) = -\log\sigma(z)` on
-foreground is decreasing in :math:`z`, so the neighbour with the lowest logit
-is the one with the largest loss, and :math:`\ell(\tilde z_i) = \max_j \ell(z_j)
-= \tilde\ell_i`; likewise on background, where :math:`\ell` is increasing.
-So worst-error pooling *is* SCNP whenever the loss is monotone, and for a
-regression it keeps SCNP's mechanism: the worst pixel is counted once for
-every neighbour it reaches, and its gradient collects them all. Since each
-window holds the pixel itself, :math:`\tilde\ell \ge \ell`, so the
-penalized loss is never below the plain one.
+(unannotated pixels are nobody's neighbour), then upstream's L1/L2 loss,
+background weight and masking on :math:`t + \tilde e`, i.e. on
+:math:`|\tilde e|` or :math:`\tilde e^2`. This is SCNP on :math:`e` read as a
+logit: an error that pushes a pixel towards the other class (a nucleus pixel
+below its target, a background pixel above -7.5) is what breaks or merges a
+seed, and it is spread over every same-class neighbour it reaches, each share
+of its gradient flowing back to it. An error in the safe direction (a nucleus
+centre above its target, background predicted more confidently than -7.5) is
+never propagated, and is hidden wherever a worse neighbour exists. A perfect
+map costs 0. Pooling the unsigned loss (a max of :math:`|e|`) would instead
+spread safe errors too and push confident pixels back towards the threshold.
 """
 
 from __future__ import annotations
@@ -61,22 +64,22 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceLoss
 
 with warnings.catch_warnings():  # upstream scripts functions at import; torch >= 2.10 deprecates that
     warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit\.script` is deprecated")
     from instanseg.utils.loss.instanseg_loss import InstanSeg
     from instanseg.utils.pytorch_utils import instance_wise_edt
 
-from instanseg_scnp._options import look_up_option
-from instanseg_scnp.scnp import Window, normalize_window, same_class_max, scnp
+from instanseg_scnp._options import DEPRECATED_MODES, DEPRECATED_TARGETS, MODES, SCNP_TARGETS, look_up_option
+from instanseg_scnp.mask_losses import OUR_MASK_LOSSES
+from instanseg_scnp.scnp import Window, normalize_window, scnp
 
 __all__ = [
     "MASK_LOSSES",
     "SCNP_TARGETS",
     "SEED_LOSSES",
+    "MODES",
     "SCNPTerm",
-    "cedice_loss",
     "install",
     "is_installed",
     "loss_name",
@@ -88,21 +91,18 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 UPSTREAM_MASK_LOSSES = ("lovasz_hinge", "dice_loss", "dicefocal_loss", "general_dice_loss")
-MASK_LOSSES = (*UPSTREAM_MASK_LOSSES, "cedice")
+MASK_LOSSES = (*UPSTREAM_MASK_LOSSES, *OUR_MASK_LOSSES)
 SEED_LOSSES = ("binary_xloss", "l1_distance", "l2_distance")
 # Upstream's two-channel seed loss: accepted as a plain name, not with SCNP.
 UPSTREAM_ONLY_SEED_LOSSES = ("distance_and_binary_loss",)
-SCNP_TARGETS = ("off", "mask", "seed", "both")
-MODES = ("penalized", "both")
 
 # Upstream's seed regression target: (instance-normalized EDT - 0.5) * 15
 # (instanseg/utils/loss/instanseg_loss.py, update_seed_loss), "to mimic the range of CE".
 DISTANCE_OFFSET = 0.5
 DISTANCE_SCALE = 15
 
-_SOFT_DICE = DiceLoss(sigmoid=True, batch=True)
 _NAME_PATTERN = re.compile(
-    r"^scnp(?:-w(?P<window>\d+(?:x\d+)?))?(?:-(?P<mode>both)(?P<weight>\d+(?:\.\d+)?(?:e[+-]?\d+)?)?)?_(?P<base>.+)$"
+    r"^scnp(?:-w(?P<window>\d+(?:x\d+)?))?(?:-(?P<mode>plain\+penalized|both)(?P<weight>\d+(?:\.\d+)?(?:e[+-]?\d+)?)?)?_(?P<base>.+)$"
 )
 _ORIGINAL = "__instanseg_scnp_original__"
 
@@ -115,28 +115,29 @@ class SCNPTerm:
     ----------
     window : int or (int, int)
         Odd window size, as in :func:`instanseg_scnp.scnp`.
-    mode : {"penalized", "both"}
-        ``"penalized"``: L(z~) (the paper's InstanSeg setting);
-        ``"both"``: L(z) + weight * L(z~) (the paper's main recipe).
+    mode : {"penalized", "plain+penalized"}
+        ``"penalized"``: L(z~) (what the authors ship for InstanSeg);
+        ``"plain+penalized"``: L(z) + weight * L(z~). ``"both"`` is a deprecated
+        spelling of the latter.
     weight : float
-        λ, the weight of the penalized term in mode ``"both"``.
+        λ, the weight of the penalized term in mode ``"plain+penalized"``.
     """
 
     window: Window = 3
-    mode: Literal["penalized", "both"] = "penalized"
+    mode: Literal["penalized", "plain+penalized"] = "penalized"
     weight: float = 1.0
 
     def __post_init__(self) -> None:
         window = normalize_window(self.window, 2)
         object.__setattr__(self, "window", window[0] if window[0] == window[1] else window)
-        look_up_option(self.mode, MODES, name="mode")
+        object.__setattr__(self, "mode", look_up_option(self.mode, MODES, name="mode", aliases=DEPRECATED_MODES))
         if isinstance(self.weight, bool) or not isinstance(self.weight, int | float):
             raise TypeError(f"weight must be a number, got {self.weight!r}")
         if not (math.isfinite(self.weight) and self.weight >= 0):
             raise ValueError(f"weight must be finite and >= 0, got {self.weight!r}")
 
     def combine(self, plain: Callable[[], torch.Tensor], penalized: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """L(z~) in mode "penalized", L(z) + λ·L(z~) in mode "both" (L(z) only computed then)."""
+        """L(z~) in mode "penalized", L(z) + λ·L(z~) in mode "plain+penalized" (L(z) only computed then)."""
         if self.mode == "penalized":
             return penalized()
         return plain() + self.weight * penalized()
@@ -149,8 +150,8 @@ def loss_name(base: str, term: SCNPTerm | None = None) -> str:
     --------
     >>> loss_name("lovasz_hinge", SCNPTerm())
     'scnp_lovasz_hinge'
-    >>> loss_name("l1_distance", SCNPTerm(window=5, mode="both", weight=0.5))
-    'scnp-w5-both0.5_l1_distance'
+    >>> loss_name("l1_distance", SCNPTerm(window=5, mode="plain+penalized", weight=0.5))
+    'scnp-w5-plain+penalized0.5_l1_distance'
     """
     if term is None:
         return base
@@ -158,8 +159,8 @@ def loss_name(base: str, term: SCNPTerm | None = None) -> str:
     parts = ["scnp"]
     if window != 3:
         parts.append(f"w{window}")
-    if term.mode == "both":
-        parts.append("both" if term.weight == 1 else f"both{float(term.weight)!r}")  # repr: exact round trip
+    if term.mode == "plain+penalized":  # repr: an exact round trip of the weight
+        parts.append(term.mode if term.weight == 1 else f"{term.mode}{float(term.weight)!r}")
     return "-".join(parts) + "_" + base
 
 
@@ -168,8 +169,8 @@ def parse_loss_name(name: str) -> tuple[str, SCNPTerm | None]:
 
     Examples
     --------
-    >>> parse_loss_name("scnp-w5-both0.5_l1_distance")
-    ('l1_distance', SCNPTerm(window=5, mode='both', weight=0.5))
+    >>> parse_loss_name("scnp-w5-plain+penalized0.5_l1_distance")
+    ('l1_distance', SCNPTerm(window=5, mode='plain+penalized', weight=0.5))
     >>> parse_loss_name("dice_loss")
     ('dice_loss', None)
     """
@@ -182,21 +183,10 @@ def parse_loss_name(name: str) -> tuple[str, SCNPTerm | None]:
     sizes = tuple(int(w) for w in window.split("x"))
     term = SCNPTerm(
         window=sizes[0] if len(sizes) == 1 else sizes,
-        mode="both" if match["mode"] else "penalized",
+        mode="plain+penalized" if match["mode"] else "penalized",
         weight=float(match["weight"]) if match["weight"] else 1.0,
     )
     return match["base"], term
-
-
-def cedice_loss(pred: torch.Tensor, gt: torch.Tensor, **_: object) -> torch.Tensor:
-    r"""BCE + soft Dice on crop logits, the paper's CEDice.
-
-    ``pred`` (N, 1, ws, ws) logits, ``gt`` (N, ws, ws) in {0, 1}; one Dice over all
-    crops (MONAI's ``DiceLoss(sigmoid=True, batch=True)``, smoothed by 1e-5):
-    :math:`\mathrm{BCE}(z, y) + 1 - \frac{2\sum \sigma(z) y + \epsilon}{\sum \sigma(z) + \sum y + \epsilon}`.
-    """
-    target = gt.unsqueeze(1)
-    return F.binary_cross_entropy_with_logits(pred, target) + _SOFT_DICE(pred, target)
 
 
 class _PenalizedMaskLoss:
@@ -238,18 +228,25 @@ def _penalized_xloss(base: Callable[..., torch.Tensor], term: SCNPTerm) -> Calla
     return seed_loss
 
 
-def _pooled_distance_loss(loss: InstanSeg, base_name: str, term: SCNPTerm) -> Callable[..., torch.Tensor]:
-    """Upstream's distance seed loss with worst-error pooling of the per-pixel loss."""
+def distance_target(y: torch.Tensor) -> torch.Tensor:
+    """Upstream's seed regression target for labels ``y``: (instance-normalized EDT - 0.5) * 15."""
+    return (instance_wise_edt(y.float(), edt_type="edt") - DISTANCE_OFFSET) * DISTANCE_SCALE
+
+
+def _penalized_distance_loss(loss: InstanSeg, base_name: str, term: SCNPTerm) -> Callable[..., torch.Tensor]:
+    """Upstream's distance seed loss on the signed-error SCNP of the module docstring."""
     per_pixel_loss = F.l1_loss if base_name == "l1_distance" else F.mse_loss
 
     def seed_loss(x, y, mask=None):
-        distance = (instance_wise_edt(y.float(), edt_type="edt") - DISTANCE_OFFSET) * DISTANCE_SCALE
-        per_pixel = per_pixel_loss(x, distance[None], reduction="none")
+        target = distance_target(y)[None]
+        error = x - target
         ignore = None if mask is None else ~mask[None]
-        pooled = same_class_max(per_pixel[None], (y > 0)[None], term.window, ignore=ignore)[0]
-        per_pixel = term.combine(lambda: per_pixel, lambda: pooled)
+        penalized = scnp(error[None], (y > 0)[None], term.window, ignore=ignore)[0]
+        zero = torch.zeros_like(error)
+        per_pixel = term.combine(lambda: per_pixel_loss(error, zero, reduction="none"),
+                                 lambda: per_pixel_loss(penalized, zero, reduction="none"))
         if loss.bg_weight is not None:
-            per_pixel = per_pixel * torch.where(distance < 0, loss.bg_weight, 1.0)
+            per_pixel = per_pixel * torch.where(target < 0, loss.bg_weight, 1.0)
         if mask is None:
             return per_pixel.mean()
         mask = mask.float()
@@ -280,8 +277,8 @@ def _wrap_update_binary_loss(original):
     def update_binary_loss(self, binary_loss_fn_str):
         base, term = parse_loss_name(binary_loss_fn_str)
         look_up_option(base, MASK_LOSSES, name="mask loss")
-        if base == "cedice":
-            self.binary_loss_fn = cedice_loss
+        if base in OUR_MASK_LOSSES:
+            self.binary_loss_fn = OUR_MASK_LOSSES[base]
         else:
             original(self, base)
             self.binary_loss_fn = _accepting_keywords(self.binary_loss_fn)
@@ -306,7 +303,7 @@ def _wrap_update_seed_loss(original):
         if term is not None and base == "binary_xloss":
             self.seed_loss = _penalized_xloss(self.seed_loss, term)
         elif term is not None:
-            self.seed_loss = _pooled_distance_loss(self, base, term)
+            self.seed_loss = _penalized_distance_loss(self, base, term)
         self.scnp_seed_loss_name = loss_name(base, term)
 
     return update_seed_loss
@@ -346,9 +343,9 @@ def make_loss(
     *,
     seed_loss: str = "l1_distance",
     mask_loss: str = "lovasz_hinge",
-    scnp: Literal["off", "mask", "seed", "both"] = "mask",
+    scnp: Literal["off", "mask", "seed", "mask+seed"] = "mask",
     window: Window = 3,
-    mode: Literal["penalized", "both"] = "penalized",
+    mode: Literal["penalized", "plain+penalized"] = "penalized",
     weight: float = 1.0,
     scnp_in_hotstart: bool = False,
     device: str | torch.device = "cpu",
@@ -360,10 +357,10 @@ def make_loss(
     ----------
     seed_loss : {"l1_distance", "l2_distance", "binary_xloss"}
         Upstream's seed loss.
-    mask_loss : {"lovasz_hinge", "dice_loss", "dicefocal_loss", "general_dice_loss", "cedice"}
-        Upstream's instance-mask loss, or CEDice.
-    scnp : {"off", "mask", "seed", "both"}
-        Which terms get SCNP.
+    mask_loss : {"lovasz_hinge", "dice_loss", "dicefocal_loss", "general_dice_loss", "cedice", "tversky", "focal", "rwloss"}
+        Upstream's instance-mask loss, or one of :mod:`instanseg_scnp.mask_losses`.
+    scnp : {"off", "mask", "seed", "mask+seed"}
+        Which terms get SCNP (``"both"``: deprecated spelling of ``"mask+seed"``).
     window, mode, weight
         As in :class:`SCNPTerm`.
     scnp_in_hotstart : bool
@@ -387,12 +384,12 @@ def make_loss(
 
     Examples
     --------
-    >>> loss = make_loss(scnp="both", window=5)
+    >>> loss = make_loss(scnp="mask+seed", window=5)
     >>> loss.scnp_seed_loss_name, loss.scnp_mask_loss_name
     ('scnp-w5_l1_distance', 'scnp-w5_lovasz_hinge')
     """
     install()
-    look_up_option(scnp, SCNP_TARGETS, name="scnp")
+    scnp = look_up_option(scnp, SCNP_TARGETS, name="scnp", aliases=DEPRECATED_TARGETS)
     look_up_option(seed_loss, SEED_LOSSES, name="seed_loss")
     look_up_option(mask_loss, MASK_LOSSES, name="mask_loss")
     term = SCNPTerm(window=window, mode=mode, weight=weight)
@@ -400,8 +397,8 @@ def make_loss(
         if key in instanseg_kwargs:
             raise TypeError(f"pass the loss through seed_loss= / mask_loss=, not {key}=")
     loss = InstanSeg(
-        binary_loss_fn_str=loss_name(mask_loss, term if scnp in ("mask", "both") else None),
-        seed_loss_fn=loss_name(seed_loss, term if scnp in ("seed", "both") else None),
+        binary_loss_fn_str=loss_name(mask_loss, term if "mask" in scnp else None),
+        seed_loss_fn=loss_name(seed_loss, term if "seed" in scnp else None),
         device=device,
         **instanseg_kwargs,
     )

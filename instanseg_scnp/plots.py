@@ -69,7 +69,7 @@ def plot_comparison(runs: pd.DataFrame, metrics: dict[str, str], path: str | Pat
         axes = figure.add_subplot(rows, columns, index + 1)
         for position, setting in enumerate(settings):
             values = runs.loc[labels == setting, key].astype(float)
-            color = "0.6" if ": baseline" in setting else f"C{position % 10}"
+            color = "0.6" if ": no SCNP" in setting else f"C{position % 10}"
             axes.barh(position, values.mean(), color=color, alpha=0.5,
                       xerr=values.std() if len(values) > 1 else None, capsize=3)
             axes.plot(values, np.full(len(values), position), "o", color=color, markersize=4)

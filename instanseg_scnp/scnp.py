@@ -1,8 +1,8 @@
 r"""Same-Class Neighbor Penalization (SCNP), the logit transform and its module.
 
-SCNP (Liu et al., CVPR 2026, arXiv:2603.18671) replaces every logit by the
-*worst* logit among its same-class neighbours before an ordinary loss is
-computed, so a weak pixel is penalized once for every neighbour it reaches.
+SCNP (Valverde, Papadopoulos, Larsen and Dahl, CVPR 2026, arXiv:2603.18671)
+replaces every logit by the *worst* logit among its same-class neighbours
+before an ordinary loss is computed, so a weak pixel is penalized once for every neighbour it reaches.
 It is a training-time transform only; inference is unchanged.
 """
 
@@ -183,8 +183,8 @@ def scnp(
 
     References
     ----------
-    .. [1] Liu et al., "Same-Class Neighbor Penalization", CVPR 2026,
-       arXiv:2603.18671.
+    .. [1] J. M. Valverde, D. Papadopoulos, R. Larsen and A. B. Dahl, "Same-Class
+       Neighbor Penalization", CVPR 2026, arXiv:2603.18671.
 
     Examples
     --------

@@ -12,7 +12,7 @@ import torch
 from instanseg_scnp.cli import build_parser, main
 from instanseg_scnp.data import synthetic_dataset
 from instanseg_scnp.metrics import match
-from instanseg_scnp.training import TrainConfig
+from instanseg_scnp.training import PRESETS, TrainConfig
 
 
 def subcommand(name):
@@ -23,10 +23,23 @@ def subcommand(name):
 
 def test_train_help_documents_every_setting_with_its_default():
     helps = {action.option_strings[0]: action.help for action in subcommand("train")._actions if action.option_strings}
+
+    def shown(value):
+        return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        default = " ".join(map(str, field.default)) if field.name == "layers" else str(field.default)
-        assert helps[flag].endswith(f"(default: {default})"), (flag, helps[flag])
+        if field.name == "preset":
+            assert helps[flag].endswith("(default: demo for --data synthetic, else upstream)")
+        elif field.name in PRESETS["demo"]:  # decided by the preset: each preset's value is shown
+            values = {preset: shown(PRESETS[preset][field.name]) for preset in PRESETS}
+            if len(set(values.values())) == 1:
+                assert helps[flag].endswith(f"(default: {values['demo']})"), (flag, helps[flag])
+            else:
+                listed = ", ".join(f"{preset} {value}" for preset, value in values.items())
+                assert helps[flag].endswith(f"(default: {listed})"), (flag, helps[flag])
+        else:
+            assert helps[flag].endswith(f"(default: {shown(field.default)})"), (flag, helps[flag])
     for flag in ("--resume", "--overwrite", "-v", "-q", "-h"):
         assert helps[flag], flag
 
@@ -47,9 +60,10 @@ def test_help_runs_from_the_command_line():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "--scnp-window", "4"], "scnp_window must be a positive odd int or 'auto', got 4"),
+        (["train", "--scnp-window", "4"], "scnp_window must be a positive odd int, got 4"),
+        (["train", "--preset", "upstream", "--epochs", "5"], r"hotstart must be fewer than epochs \(5\), got 10"),
         (["train", "--data", "nowhere.pth"], r"neither one of \['synthetic'\] nor an existing InstanSeg \.pth"),
-        (["train", "--hotstart", "20"], r"hotstart must be fewer than epochs \(12\)"),
+        (["train", "--hotstart", "30"], r"hotstart must be fewer than epochs \(24\)"),
         (["train", "--resume", "no_such_run"], "run directory 'no_such_run' does not exist"),
         (["export", "no_such_run"], "run directory 'no_such_run' does not exist"),
     ],

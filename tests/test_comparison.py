@@ -34,7 +34,7 @@ def runs(tmp_path):
 def test_runs_group_by_setting_with_mean_and_std_over_seeds(runs):
     table = summarize(collect_runs(runs))
     settings = [setting for _, setting in table.index]
-    assert settings == ["baseline (binary_xloss + dice_loss)", "SCNP mask w3 (binary_xloss + dice_loss)"]
+    assert settings == ["no SCNP (binary_xloss + dice_loss)", "SCNP mask w3 penalized (binary_xloss + dice_loss)"]
     baseline = table.iloc[0]
     assert baseline[("runs", "")] == 2
     assert baseline[("pooled_mean_f1", "mean")] == pytest.approx(0.45)

@@ -24,7 +24,7 @@ from instanseg_scnp import (
     scnp,
     uninstall,
 )
-from instanseg_scnp.losses import MASK_LOSSES, SCNP_TARGETS, SEED_LOSSES, UPSTREAM_MASK_LOSSES, cedice_loss
+from instanseg_scnp.losses import MASK_LOSSES, SCNP_TARGETS, SEED_LOSSES, UPSTREAM_MASK_LOSSES
 
 
 @contextlib.contextmanager
@@ -90,12 +90,12 @@ def value_and_grad(fn, x, *args, **kwargs):
         (SCNPTerm(), "scnp_dice_loss"),
         (SCNPTerm(window=5), "scnp-w5_dice_loss"),
         (SCNPTerm(window=(3, 5)), "scnp-w3x5_dice_loss"),
-        (SCNPTerm(window=9, mode="both"), "scnp-w9-both_dice_loss"),
-        (SCNPTerm(mode="both", weight=0.25), "scnp-both0.25_dice_loss"),
-        (SCNPTerm(mode="both", weight=1e-5), "scnp-both1e-05_dice_loss"),
-        (SCNPTerm(mode="both", weight=1 / 3), "scnp-both0.3333333333333333_dice_loss"),
-        (SCNPTerm(mode="both", weight=2e6), "scnp-both2000000.0_dice_loss"),
-        (SCNPTerm(mode="both", weight=1e20), "scnp-both1e+20_dice_loss"),
+        (SCNPTerm(window=9, mode="plain+penalized"), "scnp-w9-plain+penalized_dice_loss"),
+        (SCNPTerm(mode="plain+penalized", weight=0.25), "scnp-plain+penalized0.25_dice_loss"),
+        (SCNPTerm(mode="plain+penalized", weight=1e-5), "scnp-plain+penalized1e-05_dice_loss"),
+        (SCNPTerm(mode="plain+penalized", weight=1 / 3), "scnp-plain+penalized0.3333333333333333_dice_loss"),
+        (SCNPTerm(mode="plain+penalized", weight=2e6), "scnp-plain+penalized2000000.0_dice_loss"),
+        (SCNPTerm(mode="plain+penalized", weight=1e20), "scnp-plain+penalized1e+20_dice_loss"),
         (None, "dice_loss"),
     ],
 )
@@ -104,11 +104,30 @@ def test_loss_name_round_trips(term, name):
     assert parse_loss_name(name) == ("dice_loss", term)
 
 
+@pytest.mark.parametrize(("old", "term"), [
+    ("scnp-both_lovasz_hinge", SCNPTerm(mode="plain+penalized")),
+    ("scnp-w5-both0.5_lovasz_hinge", SCNPTerm(window=5, mode="plain+penalized", weight=0.5)),
+])
+def test_older_runs_loss_names_still_parse(old, term):
+    """experiment_log.csv of runs made before the rename says "-both"."""
+    assert parse_loss_name(old) == ("lovasz_hinge", term)
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"scnp": "both"}, ("scnp_l1_distance", "scnp_lovasz_hinge")),
+    ({"scnp": "mask", "mode": "both"}, ("l1_distance", "scnp-plain+penalized_lovasz_hinge")),
+])
+def test_old_spellings_work_with_a_deprecation_warning(kwargs, expected):
+    with pytest.warns(FutureWarning, match="is deprecated.*use '(mask\\+seed|plain\\+penalized)'"):
+        loss = make_loss(**kwargs)
+    assert (loss.scnp_seed_loss_name, loss.scnp_mask_loss_name) == expected
+
+
 # --- identity at window 1 against upstream's own callables ----------------------------
 
 
 @pytest.mark.parametrize("mask_loss", UPSTREAM_MASK_LOSSES)
-@pytest.mark.parametrize(("mode", "factor"), [("penalized", 1.0), ("both", 1.5)])
+@pytest.mark.parametrize(("mode", "factor"), [("penalized", 1.0), ("plain+penalized", 1.5)])
 def test_mask_loss_window_1_is_upstream(mask_loss, mode, factor):
     dist, crop = crops()
     sigma = torch.ones(24, 24)
@@ -146,7 +165,7 @@ def test_scnp_off_is_upstream_in_a_full_forward(seed_loss, mask_loss):
     values = []
     for loss in (
         make_loss(seed_loss=seed_loss, mask_loss=mask_loss, scnp="off", n_sigma=2),
-        make_loss(seed_loss=seed_loss, mask_loss=mask_loss, scnp="both", window=1, n_sigma=2),
+        make_loss(seed_loss=seed_loss, mask_loss=mask_loss, scnp="mask+seed", window=1, n_sigma=2),
         upstream_loss(seed_loss_fn=seed_loss, binary_loss_fn_str=mask_loss),
     ):
         loss.initialize_pixel_classifier(model)
@@ -154,18 +173,6 @@ def test_scnp_off_is_upstream_in_a_full_forward(seed_loss, mask_loss):
         values.append(loss(model(image), labels.clone()))
     assert values[0] == values[2]
     assert values[1] == values[2]
-
-
-def test_cedice_is_bce_plus_smoothed_soft_dice():
-    dist, crop = crops()
-    p = torch.sigmoid(dist[:, 0])
-    dice = 1 - (2 * (p * crop).sum() + 1e-5) / (p.sum() + crop.sum() + 1e-5)
-    bce = -(crop * torch.log(p) + (1 - crop) * torch.log(1 - p)).mean()
-    torch.testing.assert_close(cedice_loss(dist, crop, sigma=None), bce + dice)
-
-
-def test_cedice_empty_crops_cost_nothing():
-    assert cedice_loss(torch.full((2, 1, 8, 8), -30.0), torch.zeros(2, 8, 8)) < 1e-5
 
 
 # --- penalization -----------------------------------------------------------------------
@@ -183,15 +190,91 @@ def test_mask_loss_penalized_is_at_least_plain(mask_loss, window):
 @pytest.mark.parametrize("seed_loss", SEED_LOSSES)
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("bg_weight", [None, 0.3])
-def test_seed_loss_penalized_is_at_least_plain(seed_loss, sparse, bg_weight):
+def test_seed_loss_plain_plus_penalized_adds_the_terms(seed_loss, sparse, bg_weight):
     x, y, mask = seed_inputs(sparse=sparse)
     plain = make_loss(seed_loss=seed_loss, scnp="off", bg_weight=bg_weight).seed_loss(x, y, mask=mask)
     penalized = make_loss(seed_loss=seed_loss, scnp="seed", bg_weight=bg_weight).seed_loss(x, y, mask=mask)
-    both = make_loss(seed_loss=seed_loss, scnp="seed", mode="both", weight=0.5, bg_weight=bg_weight).seed_loss(
-        x, y, mask=mask
-    )
-    assert penalized > plain
+    both = make_loss(seed_loss=seed_loss, scnp="seed", mode="plain+penalized", weight=0.5,
+                     bg_weight=bg_weight).seed_loss(x, y, mask=mask)
+    if seed_loss == "binary_xloss":  # BCE is monotone in the logit: SCNP can only add
+        assert penalized > plain
     torch.testing.assert_close(both, plain + 0.5 * penalized)
+
+
+def upstream_distance(y):
+    """Upstream's seed target, restated from update_seed_loss: (instance-normalized EDT - 0.5) * 15."""
+    return (instance_wise_edt(y.float(), edt_type="edt") - 0.5) * 15
+
+
+def signed_error_scnp_oracle(x, y, mask, window, bg_weight, squared):
+    """The distance-seed SCNP by brute force: each annotated pixel takes the min (nucleus) or max
+    (background) signed error x - t over the annotated same-class pixels of its window."""
+    t = upstream_distance(y).reshape(x.shape)
+    e = (x - t).reshape(-1)
+    fg = (y > 0).reshape(-1).numpy()
+    annotated = np.ones_like(fg) if mask is None else mask.reshape(-1).numpy()
+    height, width = x.shape[-2:]
+    e_values = e.detach().numpy()
+    source = np.arange(height * width)
+    r = window // 2
+    for i in range(height):
+        for j in range(width):
+            k = i * width + j
+            if not annotated[k]:
+                continue
+            best = k
+            for a in range(max(0, i - r), min(height, i + r + 1)):
+                for b in range(max(0, j - r), min(width, j + r + 1)):
+                    n = a * width + b
+                    if annotated[n] and fg[n] == fg[k]:
+                        worse = e_values[n] < e_values[best] if fg[k] else e_values[n] > e_values[best]
+                        best = n if worse else best
+            source[k] = best
+    e_tilde = e[torch.from_numpy(source)]
+    per_pixel = e_tilde**2 if squared else e_tilde.abs()
+    weights = torch.ones_like(per_pixel)
+    if bg_weight is not None:  # upstream weights every pixel whose target is below 0, the nuclei's rims too
+        weights = torch.where(t.reshape(-1) < 0, bg_weight, 1.0)
+    keep = torch.from_numpy(annotated.astype(bool)).float()
+    return (per_pixel * weights * keep).sum() / keep.sum()
+
+
+@pytest.mark.parametrize("seed_loss", ["l1_distance", "l2_distance"])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("bg_weight", [None, 0.3])
+@pytest.mark.parametrize("window", [3, 5])
+def test_distance_seed_scnp_matches_brute_force(seed_loss, sparse, bg_weight, window):
+    x, y, mask = seed_inputs(sparse=sparse)
+    x = x * 2 + upstream_distance(y)[None].reshape(x.shape)  # errors of both signs around the target
+    loss = make_loss(seed_loss=seed_loss, scnp="seed", window=window, bg_weight=bg_weight)
+    value, grad = value_and_grad(loss.seed_loss, x, y, mask=mask)
+    expected, expected_grad = value_and_grad(signed_error_scnp_oracle, x, y, mask, window, bg_weight,
+                                             seed_loss == "l2_distance")
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+@pytest.mark.parametrize("seed_loss", ["l1_distance", "l2_distance"])
+@pytest.mark.parametrize(("where", "error", "propagated"), [
+    ((5, 5), -5.0, False),    # background predicted more confidently than its target
+    ((20, 20), +5.0, False),  # a nucleus centre above its target
+    ((20, 20), -5.0, True),   # a nucleus centre below its target: weakens the seed
+    ((5, 5), +5.0, True),     # background above its target: looks like a nucleus
+])
+def test_distance_seed_scnp_is_one_sided(seed_loss, where, error, propagated):
+    """Only errors towards the other class spread to the 3x3 same-class neighbours."""
+    y = disks()[0]
+    x = upstream_distance(y).reshape(y.shape).clone()
+    loss = make_loss(seed_loss=seed_loss, scnp="seed", window=3)
+    assert loss.seed_loss(x, y) == 0  # a perfect map costs nothing
+    x[(0, *where)] += error
+    plain = upstream_loss(seed_loss_fn=seed_loss).seed_loss(x, y)
+    penalized = loss.seed_loss(x, y)
+    assert plain > 0
+    if propagated:  # all nine pixels of the window are of the pixel's class
+        torch.testing.assert_close(penalized, 9 * plain)
+    else:
+        assert penalized == 0
 
 
 @pytest.mark.parametrize("window", [3, 5])
@@ -266,10 +349,11 @@ def test_full_forward_backward_through_unet(scnp):
 
 
 def test_registered_names_work_in_upstream_constructor():
-    loss = InstanSeg(binary_loss_fn_str="scnp-w5_dice_loss", seed_loss_fn="scnp-both_binary_xloss", device="cpu")
+    loss = InstanSeg(binary_loss_fn_str="scnp-w5_dice_loss", seed_loss_fn="scnp-plain+penalized_binary_xloss",
+                     device="cpu")
     assert loss.scnp_active == {
         "mask": SCNPTerm(window=5),
-        "seed": SCNPTerm(mode="both"),
+        "seed": SCNPTerm(mode="plain+penalized"),
     }
     x, y, _ = seed_inputs()
     plain = upstream_loss(seed_loss_fn="binary_xloss").seed_loss(x, y)
@@ -278,7 +362,8 @@ def test_registered_names_work_in_upstream_constructor():
 
 @pytest.mark.parametrize("scnp_in_hotstart", [False, True])
 def test_scnp_survives_upstreams_hotstart_swap(scnp_in_hotstart):
-    loss = make_loss(seed_loss="l1_distance", mask_loss="lovasz_hinge", scnp="both", scnp_in_hotstart=scnp_in_hotstart)
+    loss = make_loss(seed_loss="l1_distance", mask_loss="lovasz_hinge", scnp="mask+seed",
+                     scnp_in_hotstart=scnp_in_hotstart)
     x, y, _ = seed_inputs()
     dist, crop = crops()
     plain_seed = upstream_loss(seed_loss_fn="binary_xloss").seed_loss(x, y)
@@ -334,12 +419,12 @@ def test_install_is_idempotent_and_reversible():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"scnp": "mask2"}, ValueError, r"scnp must be one of 'off', 'mask', 'seed', 'both', got 'mask2' \(did you mean 'mask'\?\)"),
+        ({"scnp": "mask2"}, ValueError, r"scnp must be one of 'off', 'mask', 'seed', 'mask\+seed', got 'mask2' \(did you mean 'mask'\?\)"),
         ({"seed_loss": "l1"}, ValueError, "seed_loss must be one of"),
         ({"mask_loss": "binary_xloss"}, ValueError, "mask_loss must be one of .*'cedice'"),
         ({"window": 4}, ValueError, "odd"),
         ({"window": (3, 3, 3)}, ValueError, "one size per spatial dim"),
-        ({"mode": "sum"}, ValueError, "mode must be one of 'penalized', 'both'"),
+        ({"mode": "sum"}, ValueError, r"mode must be one of 'penalized', 'plain\+penalized'"),
         ({"weight": -1.0}, ValueError, "weight must be finite and >= 0"),
         ({"weight": "1"}, TypeError, "weight must be a number"),
         ({"seed_loss_fn": "l1_distance"}, TypeError, "pass the loss through seed_loss="),

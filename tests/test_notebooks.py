@@ -14,7 +14,7 @@ QUICK = {
     "02_train_and_compare": 'TRAIN = {"epochs": 2, "hotstart": 1, "epoch_length": 8, "tile_size": 64, '
                             '"layers": (8, 16), "window_size": 32}',
     "03_real_datasets": 'DEMO = True\nTRAIN = {"epochs": 2, "hotstart": 1, "epoch_length": 8, "tile_size": 64, '
-                        '"layers": (8, 16), "window_size": 32, "scnp_window": "auto"}',
+                        '"layers": (8, 16), "window_size": 32, "preset": "demo"}',
 }
 """Overrides injected after each notebook's ``parameters`` cell, as papermill does, to fit CI's time."""
 

@@ -67,7 +67,7 @@ def prepare_dataset(name: str, root: str | os.PathLike | None = None, *, from_ar
     -------
     DatasetReport
         Images per split, nuclei per image, image sizes, median nucleus
-        diameter, suggested SCNP window, skipped files. A dataset already
+        diameter, skipped files. A dataset already
         prepared is not touched: its saved report is returned.
 
     Raises

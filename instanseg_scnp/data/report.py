@@ -2,8 +2,8 @@
 
 :func:`check_dataset` loads every split with :func:`~instanseg_scnp.data.load_dataset`
 (so every item is checked exactly as ``train`` checks it), one split at a time,
-and counts images, nuclei per image and image sizes; the median nucleus diameter
-of the training split gives the SCNP window ``--scnp-window auto`` would pick.
+and counts images, nuclei per image, image sizes and the median nucleus
+diameter of the training split.
 The skipped files come from the dataset's ``prepare.json``.
 """
 
@@ -34,7 +34,7 @@ class SplitSummary:
 
 @dataclass(frozen=True)
 class DatasetReport:
-    """What a prepared dataset holds, and the SCNP window its nuclei suggest."""
+    """What a prepared dataset holds."""
 
     name: str
     path: str
@@ -44,8 +44,6 @@ class DatasetReport:
     """µm, shared by the training images (None if missing or mixed)."""
     median_diameter_px: float | None
     """Median equivalent diameter of the training split's nuclei, px; None without nuclei."""
-    suggested_window: int | None
-    """``auto_window(median_diameter_px)``: what ``--scnp-window auto`` picks at the dataset's pixel size."""
     skipped: tuple[tuple[str, str], ...] = ()
     """(file in the archive, reason) for every file left out."""
     split_method: str | None = None
@@ -59,6 +57,7 @@ class DatasetReport:
         """Inverse of :meth:`to_dict`."""
         splits = {split: SplitSummary(s["images"], s["nuclei"], tuple(s["nuclei_per_image"]), dict(s["sizes"]))
                   for split, s in data["splits"].items()}
+        data = {key: value for key, value in data.items() if key != "suggested_window"}  # older versions' key
         return cls(**{**data, "splits": splits, "skipped": tuple(map(tuple, data.get("skipped", ())))})
 
     def to_text(self, *, max_skipped: int = 20) -> str:
@@ -76,8 +75,7 @@ class DatasetReport:
         if self.median_diameter_px is None:
             lines.append(f"pixel size: {pixel}; no annotated nuclei in the training split")
         else:
-            lines.append(f"pixel size: {pixel}; median nucleus diameter (Train) {self.median_diameter_px:.1f} px "
-                         f"-> suggested SCNP window {self.suggested_window} (what --scnp-window auto picks)")
+            lines.append(f"pixel size: {pixel}; median nucleus diameter (Train) {self.median_diameter_px:.1f} px")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} file(s):")
             lines += [f"  {file}: {reason}" for file, reason in self.skipped[:max_skipped]]
@@ -127,11 +125,8 @@ def check_dataset(path: str | os.PathLike, *, root: str | os.PathLike | None = N
         del items
     if not splits:
         raise DatasetError(f"{file}: no split holds any image")
-    from instanseg_scnp.training.config import auto_window  # the one rule train applies
-
     return DatasetReport(name=str(saved.get("dataset", file.stem)), path=str(file), splits=splits,
                          pixel_size=pixel_size, median_diameter_px=diameter,
-                         suggested_window=None if diameter is None else auto_window(diameter),
                          skipped=tuple(map(tuple, saved.get("skipped", ()))), split_method=saved.get("split_method"))
 
 

@@ -1,7 +1,8 @@
 """The training configuration: one frozen dataclass, checked when it is made.
 
-Every default is defined here, once; the CLI reads its defaults and help from
-these fields.
+Every default is defined here or in :mod:`.presets`, once; the CLI reads its
+defaults and help from these fields. A field whose default is ``None`` and
+that a preset decides takes the preset's value.
 """
 
 from __future__ import annotations
@@ -14,25 +15,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from instanseg_scnp._options import look_up_option
+from instanseg_scnp._options import (
+    DEPRECATED_MODES,
+    DEPRECATED_TARGETS,
+    MODES,
+    SCNP_TARGETS,
+    look_up_option,
+    scnp_label,
+)
 from instanseg_scnp.data.dataset import is_pixel_size
-from instanseg_scnp.losses import MASK_LOSSES, MODES, SCNP_TARGETS, SEED_LOSSES
+from instanseg_scnp.losses import MASK_LOSSES, SEED_LOSSES
 from instanseg_scnp.scnp import normalize_window
+from instanseg_scnp.training.presets import PRESETS, default_preset, preset_values
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "constant")
 NORMS = ("BATCH", "INSTANCE", "None")
-AUTO_WINDOW_RANGE = (3, 9)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on; saved to ``RUN_DIR/config.json``.
 
-    The defaults train on the built-in synthetic data in a few minutes on two CPU
-    cores. For real datasets raise ``epochs``, ``epoch_length`` and ``tile_size``
-    (upstream InstanSeg trains 500 epochs of 1,000 256x256 tiles).
+    Settings left at ``None`` come from ``preset`` (:mod:`.presets`): ``demo``
+    on the built-in synthetic data (a few minutes on two CPU cores),
+    ``upstream`` (upstream InstanSeg's recipe) on any other. Once made, every
+    field holds its resolved value.
+
+    Examples
+    --------
+    >>> TrainConfig(epochs=3).preset, TrainConfig(epochs=3).epochs
+    ('demo', 3)
+    >>> config = TrainConfig(data="IHC_TMA")
+    >>> config.preset, config.mask_loss, config.lr_schedule
+    ('upstream', 'lovasz_hinge', 'constant')
+    >>> TrainConfig(data="IHC_TMA", preset="paper").mask_loss
+    'cedice'
     """
 
     data: str = field(default="synthetic", metadata={
@@ -43,12 +62,16 @@ class TrainConfig:
                 "None: $INSTANSEG_SCNP_DATA_DIR, else ~/.cache/instanseg-scnp"})
     out: Path = field(default=Path("runs/instanseg-scnp"), metadata={
         "help": "run directory to create; it must not exist unless --overwrite"})
-    epochs: int = field(default=12, metadata={"help": "training epochs, hotstart included"})
-    epoch_length: int = field(default=64, metadata={"help": "training tiles per epoch (all processes together)"})
-    batch_size: int = field(default=4, metadata={"help": "tiles per optimizer step and process"})
-    tile_size: int = field(default=128, metadata={"help": "side of the square training tiles, px"})
-    lr: float = field(default=3e-3, metadata={"help": "Adam learning rate"})
-    lr_schedule: Literal["cosine", "constant"] = field(default="cosine", metadata={
+    preset: Literal["demo", "upstream", "paper"] | None = field(default=None, metadata={
+        "help": "recipe for the settings not given: 'demo' (minutes on a CPU), 'upstream' (upstream InstanSeg's "
+                "scripts/train.py), 'paper' (upstream + the SCNP authors' CEDice with SCNP on the mask, w=3)"})
+    epochs: int | None = field(default=None, metadata={"help": "training epochs, hotstart included"})
+    epoch_length: int | None = field(default=None, metadata={
+        "help": "training tiles per epoch (all processes together)"})
+    batch_size: int | None = field(default=None, metadata={"help": "tiles per optimizer step and process"})
+    tile_size: int | None = field(default=None, metadata={"help": "side of the square training tiles, px"})
+    lr: float | None = field(default=None, metadata={"help": "Adam learning rate"})
+    lr_schedule: Literal["cosine", "constant"] | None = field(default=None, metadata={
         "help": "learning-rate schedule over the epochs"})
     seed: int = field(default=0, metadata={"help": "seed of the weights, the tile draws and the augmentations"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={
@@ -56,25 +79,24 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata={
         "help": "autocast precision of the network: bf16 (CUDA or CPU) or fp16 (CUDA only, with gradient "
                 "scaling); the loss stays fp32"})
-    seed_loss: str = field(default="binary_xloss", metadata={
-        "help": f"seed loss: {', '.join(SEED_LOSSES)} (upstream's default l1_distance converges more slowly)"})
-    mask_loss: str = field(default="dice_loss", metadata={
-        "help": f"instance-mask loss: {', '.join(MASK_LOSSES)} "
-                "(upstream's default lovasz_hinge converges more slowly)"})
-    scnp: Literal["off", "mask", "seed", "both"] = field(default="mask", metadata={
-        "help": "which losses get SCNP: off, mask, seed or both"})
-    scnp_window: int | str = field(default=3, metadata={
-        "help": "odd SCNP window, or 'auto': about a quarter of the median nucleus diameter, odd, "
-                f"clipped to {AUTO_WINDOW_RANGE[0]}..{AUTO_WINDOW_RANGE[1]}"})
-    scnp_mode: Literal["penalized", "both"] = field(default="penalized", metadata={
-        "help": "'penalized': L(z~); 'both': L(z) + L(z~)"})
-    hotstart: int = field(default=2, metadata={
+    seed_loss: str | None = field(default=None, metadata={
+        "help": f"seed loss: {', '.join(SEED_LOSSES)} (upstream decodes the seed channel as a distance map, "
+                "so binary_xloss models merge touching cells)"})
+    mask_loss: str | None = field(default=None, metadata={
+        "help": f"instance-mask loss: {', '.join(MASK_LOSSES)} (cedice: the SCNP authors' CE + Dice; tversky, "
+                "focal, rwloss: the paper's baselines)"})
+    scnp: Literal["off", "mask", "seed", "mask+seed"] | None = field(default=None, metadata={
+        "help": "which losses get SCNP: off (the baseline), mask, seed or mask+seed"})
+    scnp_window: int | None = field(default=None, metadata={
+        "help": "odd SCNP window, px (the authors use 3 for InstanSeg)"})
+    scnp_mode: Literal["penalized", "plain+penalized"] | None = field(default=None, metadata={
+        "help": "'penalized': L(z~) only (the authors' InstanSeg setting); 'plain+penalized': L(z) + L(z~)"})
+    hotstart: int | None = field(default=None, metadata={
         "help": "first epochs on upstream's plain binary_xloss seed and dice_loss mask losses (no SCNP)"})
-    layers: tuple[int, ...] = field(default=(16, 32, 64, 128), metadata={
-        "help": "UNet widths, shallow to deep (upstream: 32 64 128 256)"})
+    layers: tuple[int, ...] | None = field(default=None, metadata={"help": "UNet widths, shallow to deep"})
     norm: Literal["BATCH", "INSTANCE", "None"] = field(default="BATCH", metadata={"help": "UNet normalization layer"})
-    window_size: int = field(default=64, metadata={
-        "help": "side of the crop around each seed in the instance-mask loss, px (upstream: 128)"})
+    window_size: int | None = field(default=None, metadata={
+        "help": "side of the crop around each seed in the instance-mask loss, px"})
     pixel_size: float | None = field(default=None, metadata={
         "help": "rescale training images to this pixel size, µm; None keeps each dataset's own"})
     workers: int = field(default=0, metadata={"help": "data-loading worker processes (2-8 help on GPU machines)"})
@@ -84,6 +106,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        set_(self, "preset", self.preset or default_preset(self.data))
+        for name, value in preset_values(self.preset).items():
+            if getattr(self, name) is None:
+                set_(self, name, value)
         set_(self, "out", Path(self.out))
         set_(self, "layers", tuple(self.layers))
         if self.data_root is not None:
@@ -94,8 +120,8 @@ class TrainConfig:
         look_up_option(self.norm, NORMS, name="norm")
         look_up_option(self.seed_loss, SEED_LOSSES, name="seed_loss")
         look_up_option(self.mask_loss, MASK_LOSSES, name="mask_loss")
-        look_up_option(self.scnp, SCNP_TARGETS, name="scnp")
-        look_up_option(self.scnp_mode, MODES, name="scnp_mode")
+        set_(self, "scnp", look_up_option(self.scnp, SCNP_TARGETS, name="scnp", aliases=DEPRECATED_TARGETS))
+        set_(self, "scnp_mode", look_up_option(self.scnp_mode, MODES, name="scnp_mode", aliases=DEPRECATED_MODES))
         for name in ("epochs", "epoch_length", "batch_size", "tile_size", "window_size"):
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("hotstart", "workers", "seed"):
@@ -107,8 +133,7 @@ class TrainConfig:
                              f"{len(self.layers)} UNet levels, got {self.tile_size}")
         if not self.layers or any(not isinstance(n, numbers.Integral) or n < 1 for n in self.layers):
             raise ValueError(f"layers must be positive ints, got {self.layers!r}")
-        if self.scnp_window != "auto":
-            _check_window(self.scnp_window)
+        _check_window(self.scnp_window)
         for name in ("lr", "grad_clip"):
             value = getattr(self, name)
             if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
@@ -116,14 +141,19 @@ class TrainConfig:
         if self.pixel_size is not None and not is_pixel_size(self.pixel_size):
             raise ValueError(f"pixel_size must be a positive number of µm, got {self.pixel_size!r}")
 
+    @property
+    def scnp_label(self) -> str:
+        """The SCNP setting in words, for tables and plots: ``"no SCNP"``, ``"SCNP mask w3 penalized"``..."""
+        return scnp_label(self.scnp, self.scnp_window, self.scnp_mode)
+
     def to_json(self) -> str:
         """The config as JSON (paths as strings)."""
         return json.dumps({**dataclasses.asdict(self), "out": str(self.out)}, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
-        """Inverse of :meth:`to_json`."""
-        return cls(**json.loads(text))
+        """Inverse of :meth:`to_json`; also reads the configs of older versions (:func:`upgrade_saved`)."""
+        return cls(**upgrade_saved(json.loads(text)))
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
@@ -132,23 +162,25 @@ def _check_int(name: str, value: object, *, minimum: int) -> None:
 
 
 def _check_window(window: object) -> None:
+    if window == "auto":
+        raise ValueError("scnp_window='auto' was removed (no experiment backed it): give an odd int; the SCNP "
+                         "authors use 3 for InstanSeg, the default")
     try:
         normalize_window(window, 2)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"scnp_window must be a positive odd int or 'auto', got {window!r} ({error})") from None
+        raise ValueError(f"scnp_window must be a positive odd int, got {window!r} ({error})") from None
 
 
-def auto_window(median_diameter: float) -> int:
-    """SCNP window from the median nucleus diameter (px): ``d / 4`` to the nearest odd int, in 3..9.
+def upgrade_saved(config: dict, derived: dict | None = None) -> dict:
+    """A saved config in this version's spellings, without warnings.
 
-    The paper found that the best window tracks the thickness of the structures;
-    a quarter of the diameter lets a pixel's window reach halfway to the centre of
-    a nucleus without spanning a whole one. This rule is ours, not the paper's.
-
-    Examples
-    --------
-    >>> [auto_window(d) for d in (8, 14, 20, 28, 60)]
-    [3, 3, 5, 7, 9]
+    Older runs wrote ``scnp="both"``/``scnp_mode="both"`` (now ``"mask+seed"``/
+    ``"plain+penalized"``) and could use ``scnp_window="auto"`` (now the window
+    they resolved to, from ``derived``).
     """
-    low, high = AUTO_WINDOW_RANGE
-    return int(min(max(2 * round((median_diameter / 4 - 1) / 2) + 1, low), high))
+    config = dict(config)
+    config["scnp"] = DEPRECATED_TARGETS.get(config.get("scnp"), config.get("scnp"))
+    config["scnp_mode"] = DEPRECATED_MODES.get(config.get("scnp_mode"), config.get("scnp_mode"))
+    if config.get("scnp_window") == "auto" and derived and "scnp_window" in derived:
+        config["scnp_window"] = derived["scnp_window"]
+    return {key: value for key, value in config.items() if value is not None}

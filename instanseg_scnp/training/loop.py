@@ -61,7 +61,7 @@ from instanseg_scnp.rundir import (
     write_metrics,
 )
 from instanseg_scnp.training import distributed
-from instanseg_scnp.training.config import TrainConfig, auto_window
+from instanseg_scnp.training.config import TrainConfig, upgrade_saved
 from instanseg_scnp.training.samples import Tiles, collate, epoch_plan, epoch_seed, validation_plan
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,8 @@ def train(config: TrainConfig | None = None, *, overwrite: bool = False, progres
     Parameters
     ----------
     config : TrainConfig, optional
-        Default ``TrainConfig()``; ``**settings`` override its fields.
+        Default ``TrainConfig(**settings)`` (the preset fills the rest); with a
+        config, ``**settings`` replace its fields.
     overwrite : bool
         Replace an existing run directory ``config.out``.
     progress : bool
@@ -119,7 +120,8 @@ def train(config: TrainConfig | None = None, *, overwrite: bool = False, progres
     -------
     TrainResult
     """
-    config = dataclasses.replace(config or TrainConfig(), **settings) if settings else config or TrainConfig()
+    # settings on a config replace its resolved values; on none, they pick the preset like TrainConfig(...)
+    config = dataclasses.replace(config, **settings) if config is not None else TrainConfig(**settings)
     return _run(config, overwrite=overwrite, progress=progress)
 
 
@@ -140,7 +142,8 @@ def resume(run_dir: str | Path, *, progress: bool = False, **settings: object) -
         raise ValueError(f"{run_dir} was trained by {saved['derived']['world_size']} process(es); resume it with "
                          f"as many (got {world_size}), or its tiles and batches would change")
     remove_stale_files(run_dir)
-    config = TrainConfig(**{**saved["config"], "data": saved["derived"]["data"], "out": run_dir, **settings})
+    config = TrainConfig(**{**upgrade_saved(saved["config"], saved["derived"]), "data": saved["derived"]["data"],
+                            "out": run_dir, **settings})
     return _run(config, overwrite=False, progress=progress, resuming=True)
 
 
@@ -194,11 +197,8 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
     # in training pixels: rescaled from the items' own when rescaling to a common pixel size
     diameter = median_diameter(dataset) * (native_pixel_size / config.pixel_size
                                            if config.pixel_size and native_pixel_size else 1.0)
-    window = auto_window(diameter) if config.scnp_window == "auto" else config.scnp_window
-    if config.scnp_window == "auto":
-        logger.info("SCNP window 'auto': median nucleus diameter %.1f px -> window %d", diameter, window)
-
-    loss_fn = make_loss(seed_loss=config.seed_loss, mask_loss=config.mask_loss, scnp=config.scnp, window=window,
+    loss_fn = make_loss(seed_loss=config.seed_loss, mask_loss=config.mask_loss, scnp=config.scnp,
+                        window=config.scnp_window,
                         mode=config.scnp_mode, device=device, n_sigma=N_SIGMA, window_size=config.window_size)
     main_losses = (loss_fn.scnp_seed_loss_name, loss_fn.scnp_mask_loss_name)
     arguments = _model_arguments(config, main_losses, pixel_size)
@@ -219,7 +219,7 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
     elif process.is_main:
         create_run_dir(out, overwrite=overwrite)
         derived = {"data": resolve_data(config.data, root=config.data_root),
-                   "scnp_window": window, "median_diameter_px": diameter, "pixel_size": pixel_size,
+                   "median_diameter_px": diameter, "pixel_size": pixel_size,
                    "seed_loss": main_losses[0], "mask_loss": main_losses[1], "eval_split": eval_split,
                    "device": str(device), "world_size": process.world_size, "instanseg_scnp": __version__,
                    "torch": torch.__version__}

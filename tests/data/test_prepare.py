@@ -29,7 +29,6 @@ from instanseg_scnp.data import (
 )
 from instanseg_scnp.data.paths import MANIFEST
 from instanseg_scnp.data.prepare import split_names
-from instanseg_scnp.training import auto_window
 
 
 def leftovers(root):
@@ -74,9 +73,10 @@ def test_report_against_an_independent_count(make_archive, registry, server, tmp
         assert summary.sizes == {"48x48": len(counts)}
     diameters = [p.equivalent_diameter_area for item in dataset["Train"] for p in regionprops(item["nucleus_masks"])]
     assert report.median_diameter_px == pytest.approx(np.median(diameters))
-    assert report.suggested_window == auto_window(report.median_diameter_px) and report.pixel_size == 0.25
+    assert report.pixel_size == 0.25
     text = report.to_text()
-    assert "Train" in text and "suggested SCNP window" in text
+    assert "Train" in text and f"median nucleus diameter (Train) {np.median(diameters):.1f} px" in text
+    assert "window" not in text  # no window advice without an experiment behind it
     assert "mouse colon/tissue images/mouse_colon_03.png: no mask" in text
     assert check_dataset(tmp_path / "root" / "NuInsSeg") == report  # --check gives the same report
 
@@ -195,7 +195,7 @@ def test_cli_prepare_and_check(make_archive, registry, server, tmp_path, capsys)
     root = tmp_path / "root"
     assert main(["prepare", "NuInsSeg", "--root", str(root), "--base-url", server.url, "-q"]) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith(f"NuInsSeg: {root / 'NuInsSeg' / 'NuInsSeg.pth'}") and "suggested SCNP window" in printed
+    assert printed.startswith(f"NuInsSeg: {root / 'NuInsSeg' / 'NuInsSeg.pth'}") and "median nucleus diameter" in printed
     assert main(["prepare", "--check", str(root / "NuInsSeg")]) == 0
     assert capsys.readouterr().out == printed
     assert main(["prepare", "--check", "NuInsSeg", "--root", str(root)]) == 0

@@ -6,7 +6,7 @@ import torch
 
 from instanseg_scnp.data import synthetic_dataset
 
-_TINY = ["--epochs", "3", "--hotstart", "1", "--epoch-length", "8", "--batch-size", "2", "--tile-size", "64",
+_TINY = ["--preset", "demo", "--epochs", "3", "--hotstart", "1", "--epoch-length", "8", "--batch-size", "2", "--tile-size", "64",
         "--layers", "8", "16", "--window-size", "32", "--device", "cpu"]
 """A run that takes seconds: CLI flags shared by the training tests."""
 

@@ -22,7 +22,7 @@ from instanseg_scnp.training.loop import _State
 
 def tiny_config(data, out, **settings):
     """The Python twin of the ``tiny_flags`` fixture."""
-    return TrainConfig(**{"data": str(data), "out": out, "epochs": 3, "hotstart": 1, "epoch_length": 8,
+    return TrainConfig(**{"data": str(data), "out": out, "preset": "demo", "epochs": 3, "hotstart": 1, "epoch_length": 8,
                           "batch_size": 2, "tile_size": 64, "layers": (8, 16), "window_size": 32, "device": "cpu",
                           **settings})
 
@@ -30,7 +30,7 @@ def tiny_config(data, out, **settings):
 @pytest.fixture(scope="module")
 def finished_run(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
-    return train(tiny_config(tiny_data, out, scnp="both", scnp_window="auto"))
+    return train(tiny_config(tiny_data, out, scnp="mask+seed", scnp_window=5))
 
 
 def test_run_directory_has_upstreams_layout_and_our_logs(finished_run):
@@ -44,10 +44,11 @@ def test_run_directory_has_upstreams_layout_and_our_logs(finished_run):
     metrics = pd.read_csv(out / "metrics.csv")
     assert list(metrics["epoch"]) == [0, 1, 2]
     assert list(metrics["phase"]) == ["hotstart", "main", "main"]
-    assert list(metrics["seed_loss"])[:2] == ["binary_xloss", "scnp_binary_xloss"]  # hotstart: no SCNP
-    assert list(metrics["mask_loss"])[:2] == ["dice_loss", "scnp_dice_loss"]
+    assert list(metrics["seed_loss"])[:2] == ["binary_xloss", "scnp-w5_l1_distance"]  # hotstart: no SCNP
+    assert list(metrics["mask_loss"])[:2] == ["dice_loss", "scnp-w5_dice_loss"]
     config = json.loads((out / "config.json").read_text())
-    assert config["config"]["scnp_window"] == "auto" and config["derived"]["scnp_window"] == 3  # small nuclei
+    assert config["config"]["preset"] == "demo" and config["config"]["seed_loss"] == "l1_distance"
+    assert config["config"]["scnp"] == "mask+seed" and config["config"]["scnp_window"] == 5
     evaluation = json.loads((out / "evaluation/summary.json").read_text())
     assert evaluation["images"] == 2 and 0 <= evaluation["pooled_mean_f1"] <= 1
 
@@ -59,7 +60,7 @@ def test_best_weights_are_the_best_main_epoch_and_upstream_rebuilds_them(finishe
     best = torch.load(finished_run.run_dir / "model_weights.pth", weights_only=False)
     assert best["epoch"] == finished_run.best_epoch and best["f1_score"] == pytest.approx(finished_run.best_f1)
     model, arguments = load_model(folder="", path=str(finished_run.run_dir))  # upstream's loader
-    assert arguments["binary_loss_fn"] == "scnp_dice_loss" and arguments["pixel_size"] == 0.5
+    assert arguments["binary_loss_fn"] == "scnp-w5_dice_loss" and arguments["pixel_size"] == 0.5
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, best["model_state_dict"][name]), name
 
