@@ -76,9 +76,9 @@ from instanseg_scnp.scnp import Window, normalize_window, scnp
 
 __all__ = [
     "MASK_LOSSES",
+    "MODES",
     "SCNP_TARGETS",
     "SEED_LOSSES",
-    "MODES",
     "SCNPTerm",
     "install",
     "is_installed",
@@ -228,7 +228,7 @@ def _penalized_xloss(base: Callable[..., torch.Tensor], term: SCNPTerm) -> Calla
     return seed_loss
 
 
-def distance_target(y: torch.Tensor) -> torch.Tensor:
+def _distance_target(y: torch.Tensor) -> torch.Tensor:
     """Upstream's seed regression target for labels ``y``: (instance-normalized EDT - 0.5) * 15."""
     return (instance_wise_edt(y.float(), edt_type="edt") - DISTANCE_OFFSET) * DISTANCE_SCALE
 
@@ -238,7 +238,7 @@ def _penalized_distance_loss(loss: InstanSeg, base_name: str, term: SCNPTerm) ->
     per_pixel_loss = F.l1_loss if base_name == "l1_distance" else F.mse_loss
 
     def seed_loss(x, y, mask=None):
-        target = distance_target(y)[None]
+        target = _distance_target(y)[None]
         error = x - target
         ignore = None if mask is None else ~mask[None]
         penalized = scnp(error[None], (y > 0)[None], term.window, ignore=ignore)[0]

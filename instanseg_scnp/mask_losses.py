@@ -75,7 +75,8 @@ def tversky_loss(pred: torch.Tensor, gt: torch.Tensor, **_: object) -> torch.Ten
 
     with soft counts :math:`TP = \sum \sigma(z) y`, :math:`FP = \sum \sigma(z)(1 - y)`,
     :math:`FN = \sum (1 - \sigma(z)) y`, α = 0.3, β = 0.7 (missed nucleus pixels
-    cost more than spurious ones; α = β = 0.5 would be Dice).
+    cost more than spurious ones; α = β = 0.5 would be Dice). These are Salehi et
+    al.'s values; the SCNP paper's β is not in its public code or project page.
     """
     return _TVERSKY(*_as_channels(pred, gt))
 
@@ -104,15 +105,17 @@ def rectified_region_wise_maps(gt: torch.Tensor) -> torch.Tensor:
         M_{nk}(i) = -\frac{d(i)}{\max_j d(j)} \ \text{inside class } k, \qquad M_{nk}(i) = 1 \ \text{outside},
 
     so probability on the right class is rewarded most deep inside it, and
-    probability on the wrong class costs 1 (Valverde & Tohka 2023, eq. of the RRW
-    maps; a class absent from a crop has the map 1 everywhere, one filling it -1).
+    probability on the wrong class costs 1 (Valverde & Tohka 2023; the maximum is
+    per crop and class). A class absent from a crop has the map 1 everywhere; one
+    filling the crop gets -1 everywhere (our choice: the authors' code leaves that
+    case to scipy, which measures to an edge outside the array).
     """
     nucleus = gt.detach().cpu().numpy() != 0
     classes = np.stack([~nucleus, nucleus], axis=1)
     maps = np.ones(classes.shape)
     for n, k in np.ndindex(*classes.shape[:2]):
         inside = classes[n, k]
-        if inside.all():  # no other class to be far from (ours; scipy would measure to the edge)
+        if inside.all():  # no other class to be far from
             maps[n, k] = -1
         elif inside.any():
             distance = ndimage.distance_transform_edt(inside)
@@ -129,7 +132,8 @@ def rwloss(pred: torch.Tensor, gt: torch.Tensor, **_: object) -> torch.Tensor:
 
     the mean over crops, both classes and pixels of the class probabilities
     times :func:`rectified_region_wise_maps`, as the authors' ``RWLoss``
-    (``torch.mean(softmax * rrwmap)``); for one logit the two-class softmax of
+    (``nnUNet/training/loss_functions/rwexp_loss.py`` in jmlipman/RegionWiseLoss:
+    the mean of softmax times map); for one logit the two-class softmax of
     :math:`(0, z)` is :math:`(1 - \sigma(z), \sigma(z))`. Its minimum is negative.
     """
     p = torch.sigmoid(pred[:, 0])

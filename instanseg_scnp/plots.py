@@ -11,12 +11,14 @@ from matplotlib.figure import Figure
 from instanseg_scnp._files import atomic_path
 
 
-def plot_training_curves(history: list[dict], path: str | Path) -> Path:
-    """Training and validation loss, and validation F1, per epoch; hotstart epochs shaded."""
+def plot_training_curves(history: list[dict], path: str | Path, *, title: str | None = None) -> Path:
+    """Training and validation loss, and validation F1, per epoch; hotstart epochs shaded; ``title`` above."""
     table = pd.DataFrame(history)
     epochs = table["epoch"] + 1
     figure = Figure(figsize=(9, 3.5), layout="constrained")
     loss_axes, f1_axes = figure.subplots(1, 2)
+    if title:
+        figure.suptitle(title)
     loss_axes.plot(epochs, table["train_loss"], marker="o", label="train")
     loss_axes.plot(epochs, table["val_loss"], marker="o", label="validation")
     loss_axes.set(xlabel="epoch", ylabel="loss", title="InstanSeg loss")

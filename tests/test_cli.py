@@ -63,7 +63,7 @@ def test_help_runs_from_the_command_line():
         (["train", "--scnp-window", "4"], "scnp_window must be a positive odd int, got 4"),
         (["train", "--preset", "upstream", "--epochs", "5"], r"hotstart must be fewer than epochs \(5\), got 10"),
         (["train", "--data", "nowhere.pth"], r"neither one of \['synthetic'\] nor an existing InstanSeg \.pth"),
-        (["train", "--hotstart", "30"], r"hotstart must be fewer than epochs \(24\)"),
+        (["train", "--hotstart", "300"], rf"hotstart must be fewer than epochs \({PRESETS['demo']['epochs']}\)"),
         (["train", "--resume", "no_such_run"], "run directory 'no_such_run' does not exist"),
         (["export", "no_such_run"], "run directory 'no_such_run' does not exist"),
     ],

@@ -94,7 +94,8 @@ class TrainConfig:
     hotstart: int | None = field(default=None, metadata={
         "help": "first epochs on upstream's plain binary_xloss seed and dice_loss mask losses (no SCNP)"})
     layers: tuple[int, ...] | None = field(default=None, metadata={"help": "UNet widths, shallow to deep"})
-    norm: Literal["BATCH", "INSTANCE", "None"] = field(default="BATCH", metadata={"help": "UNet normalization layer"})
+    norm: Literal["BATCH", "INSTANCE", "None"] | None = field(default=None, metadata={
+        "help": "UNet normalization layer (INSTANCE leaves the output layer unnormalized)"})
     window_size: int | None = field(default=None, metadata={
         "help": "side of the crop around each seed in the instance-mask loss, px"})
     pixel_size: float | None = field(default=None, metadata={

@@ -381,7 +381,8 @@ def _finish(config: TrainConfig, state: _State, items: list[dict], split: str, d
     """Curves, TorchScript export of the best epoch, and its evaluation on the held-out split."""
     out = config.out
     write_metrics(out, state.history)
-    plot_training_curves(state.history, out / CURVES)
+    plot_training_curves(state.history, out / CURVES, title=f"{config.preset} preset, {config.scnp_label} "
+                                                           f"({config.seed_loss} + {config.mask_loss})")
     model_path = export_run(out, example=items[0]["image"], overwrite=True)
     evaluation = evaluate_items(load_segmenter(model_path, device=str(device)), items, progress=progress)
     best_f1 = state.best_f1 if math.isfinite(state.best_f1) else None
