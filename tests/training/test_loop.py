@@ -12,9 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from instanseg.utils.loss.instanseg_loss import InstanSeg
 from instanseg.utils.model_loader import load_model
 
+from instanseg_scnp import SCNPTerm
 from instanseg_scnp.data import synthetic_dataset
+from instanseg_scnp.mask_losses import OUR_MASK_LOSSES
 from instanseg_scnp.rundir import RunDirError
 from instanseg_scnp.training import TrainConfig, resume, train
 from instanseg_scnp.training.loop import _State
@@ -113,6 +116,20 @@ def test_exported_model_segments_images_smaller_than_upstream_handles(finished_r
     with torch.sparse.check_sparse_tensor_invariants(True):  # unpadded, upstream's bad indices raise here
         small = segment(image[:40, :48], 0.5)
     assert small.shape == (40, 48) and small.dtype == np.int32
+
+
+@pytest.mark.parametrize("mask_loss", sorted(OUR_MASK_LOSSES))
+def test_our_mask_losses_train_with_scnp_and_their_names_reload(mask_loss, tiny_data, tmp_path):
+    """The paper's baselines and CEDice through a real run: finite losses, and the SCNP name in
+    upstream's experiment_log.csv rebuilds the same loss through upstream's constructor."""
+    result = train(tiny_config(tiny_data, tmp_path / "run", epochs=2, mask_loss=mask_loss, scnp="mask"))
+    metrics = pd.read_csv(result.run_dir / "metrics.csv")
+    assert list(metrics["mask_loss"]) == ["dice_loss", f"scnp_{mask_loss}"]
+    assert np.isfinite(metrics[["train_loss", "val_loss"]].to_numpy()).all()
+    _, arguments = load_model(folder="", path=str(result.run_dir))
+    assert arguments["binary_loss_fn"] == f"scnp_{mask_loss}"
+    rebuilt = InstanSeg(binary_loss_fn_str=arguments["binary_loss_fn"], device="cpu")
+    assert rebuilt.scnp_active["mask"] == SCNPTerm() and rebuilt.scnp_mask_loss_name == f"scnp_{mask_loss}"
 
 
 def test_existing_run_dir_is_refused_then_replaced_with_overwrite(tiny_data, tmp_path):
