@@ -18,8 +18,8 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from instanseg_scnp.data import DATA_DIR_ENV, DATASETS, SPLITS
 from instanseg_scnp._options import DEPRECATED_MODES, DEPRECATED_TARGETS
+from instanseg_scnp.data import DATA_DIR_ENV, DATASETS, SPLITS
 from instanseg_scnp.losses import MASK_LOSSES, SEED_LOSSES
 from instanseg_scnp.training.config import TrainConfig
 from instanseg_scnp.training.presets import PRESETS
@@ -46,12 +46,16 @@ def _preset_default(name: str, default: object) -> str:
     if name == "preset":
         return "demo for --data synthetic, else upstream"
     if default is not None or name not in PRESETS["demo"]:
-        return " ".join(map(str, default)) if isinstance(default, tuple) else str(default)
-    shown = {preset: " ".join(map(str, v)) if isinstance(v, tuple) else str(v)
-             for preset, values in PRESETS.items() for v in [values[name]]}
+        return _shown(default)
+    shown = {preset: _shown(values[name]) for preset, values in PRESETS.items()}
     if len(set(shown.values())) == 1:
         return next(iter(shown.values()))
     return ", ".join(f"{preset} {value}" for preset, value in shown.items())
+
+
+def _shown(value: object) -> str:
+    """A default as it is typed on the command line: ``(16, 32)`` -> ``16 32``."""
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
