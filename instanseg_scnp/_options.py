@@ -55,3 +55,14 @@ def scnp_label(scnp: str, window: object, mode: str) -> str:
     if scnp == "off":
         return "no SCNP"
     return f"SCNP {scnp} w{window} {mode}"
+
+
+def setting_label(scnp: str, window: object, mode: str, seed_loss: str, mask_loss: str) -> str:
+    """What a run trained with, for tables and plots: :func:`scnp_label` and the two losses.
+
+    Examples
+    --------
+    >>> setting_label("mask", 3, "penalized", "l1_distance", "cedice")
+    'SCNP mask w3 penalized (l1_distance + cedice)'
+    """
+    return f"{scnp_label(scnp, window, mode)} ({seed_loss} + {mask_loss})"

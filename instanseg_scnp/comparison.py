@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from instanseg_scnp._files import atomic_directory
-from instanseg_scnp._options import scnp_label
+from instanseg_scnp._options import setting_label
 from instanseg_scnp.plots import plot_comparison
 from instanseg_scnp.rundir import CONFIG, EVALUATION, require_run_dir
 from instanseg_scnp.training.config import upgrade_saved
@@ -51,8 +51,8 @@ def setting_name(config: dict, derived: dict) -> str:
     'SCNP mask+seed w5 plain+penalized (binary_xloss + dice_loss)'
     """
     config = upgrade_saved(config, derived)
-    label = scnp_label(config["scnp"], config.get("scnp_window", 3), config.get("scnp_mode", "penalized"))
-    return f"{label} ({config['seed_loss']} + {config['mask_loss']})"
+    return setting_label(config["scnp"], config.get("scnp_window", 3), config.get("scnp_mode", "penalized"),
+                         config["seed_loss"], config["mask_loss"])
 
 
 def collect_runs(run_dirs: list[str | Path]) -> pd.DataFrame:

@@ -5,7 +5,7 @@ Each loss takes what upstream's ``InstanSeg`` loss passes its ``binary_loss_fn``
 of N seeds, and ``gt`` (N, ws, ws), that seed's own nucleus in {0, 1}. Like
 upstream's ``dice_loss`` (MONAI's Dice with the crops as channels), every loss
 is computed per crop and averaged over the crops, so a small nucleus counts as
-much as a large one. Only torch and MONAI are imported here; SCNP is applied
+much as a large one. Only torch, MONAI and scipy are imported here; SCNP is applied
 to ``pred`` before these functions are called (:mod:`instanseg_scnp.losses`).
 
 =============  ==========================================================  =====================

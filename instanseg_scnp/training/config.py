@@ -22,6 +22,7 @@ from instanseg_scnp._options import (
     SCNP_TARGETS,
     look_up_option,
     scnp_label,
+    setting_label,
 )
 from instanseg_scnp.data.dataset import is_pixel_size
 from instanseg_scnp.losses import MASK_LOSSES, SEED_LOSSES
@@ -146,6 +147,11 @@ class TrainConfig:
     def scnp_label(self) -> str:
         """The SCNP setting in words, for tables and plots: ``"no SCNP"``, ``"SCNP mask w3 penalized"``..."""
         return scnp_label(self.scnp, self.scnp_window, self.scnp_mode)
+
+    @property
+    def setting_label(self) -> str:
+        """:attr:`scnp_label` and the two losses, as ``compare`` names a setting."""
+        return setting_label(self.scnp, self.scnp_window, self.scnp_mode, self.seed_loss, self.mask_loss)
 
     def to_json(self) -> str:
         """The config as JSON (paths as strings)."""

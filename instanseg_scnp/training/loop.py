@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from instanseg_scnp import __version__
 from instanseg_scnp._files import atomic_path, write_text_atomic
 from instanseg_scnp._upstream import quiet_upstream
-from instanseg_scnp.data import DatasetError, common_pixel_size, median_diameter, open_dataset, resolve_data
+from instanseg_scnp.data import DatasetError, common_pixel_size, open_dataset, resolve_data
 from instanseg_scnp.evaluation import evaluate_items, load_segmenter, write_evaluation
 from instanseg_scnp.export import export_run
 from instanseg_scnp.losses import make_loss
@@ -189,17 +189,13 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
 
     dataset = open_dataset(config.data, root=config.data_root)
     eval_split = "Test" if "Test" in dataset else "Validation"
-    native_pixel_size = common_pixel_size(dataset)
-    pixel_size = config.pixel_size or native_pixel_size
+    pixel_size = config.pixel_size or common_pixel_size(dataset)
     if pixel_size is None:
         raise DatasetError(f"{config.data}: the training images' pixel sizes are missing or differ; pass "
                            "--pixel-size to train at one (the exported model needs it to rescale new images)")
-    # in training pixels: rescaled from the items' own when rescaling to a common pixel size
-    diameter = median_diameter(dataset) * (native_pixel_size / config.pixel_size
-                                           if config.pixel_size and native_pixel_size else 1.0)
     loss_fn = make_loss(seed_loss=config.seed_loss, mask_loss=config.mask_loss, scnp=config.scnp,
-                        window=config.scnp_window,
-                        mode=config.scnp_mode, device=device, n_sigma=N_SIGMA, window_size=config.window_size)
+                        window=config.scnp_window, mode=config.scnp_mode, device=device, n_sigma=N_SIGMA,
+                        window_size=config.window_size)
     main_losses = (loss_fn.scnp_seed_loss_name, loss_fn.scnp_mask_loss_name)
     arguments = _model_arguments(config, main_losses, pixel_size)
     torch.manual_seed(config.seed)
@@ -219,7 +215,7 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
     elif process.is_main:
         create_run_dir(out, overwrite=overwrite)
         derived = {"data": resolve_data(config.data, root=config.data_root),
-                   "median_diameter_px": diameter, "pixel_size": pixel_size,
+                   "pixel_size": pixel_size,
                    "seed_loss": main_losses[0], "mask_loss": main_losses[1], "eval_split": eval_split,
                    "device": str(device), "world_size": process.world_size, "instanseg_scnp": __version__,
                    "torch": torch.__version__}
@@ -381,8 +377,7 @@ def _finish(config: TrainConfig, state: _State, items: list[dict], split: str, d
     """Curves, TorchScript export of the best epoch, and its evaluation on the held-out split."""
     out = config.out
     write_metrics(out, state.history)
-    plot_training_curves(state.history, out / CURVES, title=f"{config.preset} preset, {config.scnp_label} "
-                                                           f"({config.seed_loss} + {config.mask_loss})")
+    plot_training_curves(state.history, out / CURVES, title=f"{config.preset} preset, {config.setting_label}")
     model_path = export_run(out, example=items[0]["image"], overwrite=True)
     evaluation = evaluate_items(load_segmenter(model_path, device=str(device)), items, progress=progress)
     best_f1 = state.best_f1 if math.isfinite(state.best_f1) else None
