@@ -4,8 +4,9 @@ The model runs through upstream's own inference class (``instanseg.InstanSeg``),
 exactly as a user of the exported file would run it; the metrics are
 :mod:`instanseg_scnp.metrics`. An evaluation folder holds::
 
-    per_image.csv   one row per image: F1, PQ, Betti errors, split/merge/... counts, mean shape
+    per_image.csv   one row per image: F1, PQ, count and Betti errors, split/merge/... counts, shape errors
     per_cell.csv    one row per cell, predicted and ground truth: area, perimeter, circularity, roundness, ...
+    pairs.csv       one row per matched cell pair (IoU >= 0.5): both cells' roundness and circularity
     summary.json    dataset-level numbers (below)
     evaluation.png  Betti-0 error per image; roundness and circularity, prediction against ground truth
 """
@@ -27,7 +28,17 @@ from instanseg_scnp._files import atomic_directory
 from instanseg_scnp._options import look_up_option
 from instanseg_scnp._upstream import pad_for_inference, quiet_upstream
 from instanseg_scnp.data import SPLITS, open_dataset
-from instanseg_scnp.metrics import DEFAULT_THRESHOLDS, cell_shapes, f1_from_counts, match, topology_errors
+from instanseg_scnp.metrics import (
+    DEFAULT_THRESHOLDS,
+    SHAPE_ERROR_COLUMNS,
+    UPSTREAM_THRESHOLDS,
+    cell_shapes,
+    f1_from_counts,
+    match,
+    matched_pairs,
+    shape_differences,
+    topology_errors,
+)
 from instanseg_scnp.plots import plot_evaluation
 from instanseg_scnp.rundir import CONFIG, TORCHSCRIPT, require_run_dir
 
@@ -35,11 +46,14 @@ logger = logging.getLogger(__name__)
 
 Segmenter = Callable[[np.ndarray, "float | None"], np.ndarray]
 
-PER_IMAGE_COLUMNS = (
-    "name", "n_gt", "n_pred", "mean_f1", "f1_50", "pq", "beta0_error", "beta1_error",
-    "fragmented", "splits", "merges", "missed", "spurious", "roundness", "circularity",
-)
+F1_COLUMNS = {"f1_50": (0.5,), "f1_50to90_by05": DEFAULT_THRESHOLDS, "f1_50to90_by10": UPSTREAM_THRESHOLDS}
+"""F1 column -> the IoU thresholds it averages; ``f1_50to90_by10`` is upstream's reported ``mean_f1``."""
 COUNT_COLUMNS = ("fragmented", "splits", "merges", "missed", "spurious")
+PER_IMAGE_COLUMNS = (
+    "name", "n_gt", "n_pred", *F1_COLUMNS, "pq", "count_error", "beta0_error", "beta1_error",
+    *COUNT_COLUMNS, *SHAPE_ERROR_COLUMNS, "roundness", "circularity",
+)
+_THRESHOLDS = tuple(sorted({t for thresholds in F1_COLUMNS.values() for t in thresholds}))
 
 
 @dataclass(frozen=True)
@@ -49,22 +63,29 @@ class Evaluation:
     Attributes
     ----------
     per_image : pandas.DataFrame
-        Columns :data:`PER_IMAGE_COLUMNS`: F1 averaged over IoU 0.5-0.9 and at 0.5,
-        PQ, Betti-0/1 errors, the instance error counts, and the mean roundness and
-        circularity of the image's predicted cells.
+        Columns :data:`PER_IMAGE_COLUMNS`: F1 at IoU 0.5 and averaged over the
+        thresholds its name gives (:data:`F1_COLUMNS`), PQ, the instance-count
+        error and the binary Betti-0/1 errors, the instance error counts, the mean
+        shape errors of the matched cells (NaN without a matched cell of
+        :data:`~instanseg_scnp.metrics.MIN_SHAPE_AREA` px), and the mean
+        roundness and circularity of the image's predicted cells.
     per_cell : pandas.DataFrame
         :func:`instanseg_scnp.metrics.cell_shapes` of every image, prediction and
         ground truth, with ``name`` and ``source`` ("prediction" or "ground truth").
+    pairs : pandas.DataFrame
+        :func:`instanseg_scnp.metrics.shape_differences` of every image, with ``name``.
     summary : dict
-        ``images``; ``pooled_mean_f1`` and ``pooled_f1_50`` from TP/FP/FN summed
-        over all images (how upstream reports a dataset); ``mean_<column>``, the
-        mean over images of each numeric per-image column; ``cell_roundness`` and
+        ``images``; ``pooled_<F1 column>`` from TP/FP/FN summed over all images
+        (how upstream reports a dataset: ``pooled_f1_50to90_by10`` is its
+        ``mean_f1``); ``mean_<column>``, the mean over images of each numeric
+        per-image column (NaNs skipped); ``cell_roundness`` and
         ``cell_circularity`` over all predicted cells, ``gt_cell_*`` over all
         ground-truth cells.
     """
 
     per_image: pd.DataFrame
     per_cell: pd.DataFrame
+    pairs: pd.DataFrame
     summary: dict
 
 
@@ -103,41 +124,54 @@ def evaluate_items(segment: Segmenter, items: list[dict], *, progress: bool = Fa
     Unannotated pixels (-1) are removed from both label images before scoring, as
     upstream does.
     """
-    rows, totals, cells = [], np.zeros((len(DEFAULT_THRESHOLDS), 3)), []
+    rows, totals, cells, pairs = [], np.zeros((len(_THRESHOLDS), 3)), [], []
     for index, item in enumerate(tqdm(items, desc="evaluate", unit="image", disable=not progress)):
         name = item.get("name", f"image_{index:04d}")
         gt = item["nucleus_masks"].copy()
         predicted = segment(item["image"], item.get("pixel_size"))
         predicted[gt < 0] = 0
         gt[gt < 0] = 0
-        matched = match(gt, predicted)
+        matched = match(gt, predicted, thresholds=_THRESHOLDS)
+        f1 = {row["threshold"]: row["f1"] for row in matched["per_threshold"]}
         totals += [[row["tp"], row["fp"], row["fn"]] for row in matched["per_threshold"]]
-        shapes = cell_shapes(predicted)
-        cells += [shapes.assign(name=name, source="prediction"),
-                  cell_shapes(gt).assign(name=name, source="ground truth")]
+        shapes, gt_shapes = cell_shapes(predicted), cell_shapes(gt)
+        cells += [shapes.assign(name=name, source="prediction"), gt_shapes.assign(name=name, source="ground truth")]
+        differences = shape_differences(matched_pairs(gt, predicted), gt_shapes, shapes)
+        pairs.append(differences.assign(name=name))
         errors = topology_errors(gt, predicted)
         rows.append({
             "name": name,
-            **{key: matched[key] for key in ("n_gt", "n_pred", "mean_f1", "f1_50", "pq")},
-            **{key: errors[key] for key in ("beta0_error", "beta1_error", *COUNT_COLUMNS)},
+            **{key: matched[key] for key in ("n_gt", "n_pred", "pq")},
+            **{column: float(np.mean([f1[t] for t in thresholds])) for column, thresholds in F1_COLUMNS.items()},
+            **{key: errors[key] for key in ("count_error", "beta0_error", "beta1_error", *COUNT_COLUMNS)},
+            **{column: differences[column].mean() for column in SHAPE_ERROR_COLUMNS},
             "roundness": shapes["roundness"].mean(),
             "circularity": shapes["circularity"].mean(),
         })
     per_image = pd.DataFrame(rows, columns=list(PER_IMAGE_COLUMNS))
     per_cell = pd.concat(cells, ignore_index=True) if cells else pd.DataFrame(columns=["name", "source"])
-    pooled = [f1_from_counts(*map(int, counts)) for counts in totals]
+    pairs = pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(columns=["name"])
+    pooled = dict(zip(_THRESHOLDS, (f1_from_counts(*map(int, counts)) for counts in totals), strict=True))
     summary = {
         "images": len(per_image),
-        "pooled_mean_f1": float(np.mean(pooled)),
-        "pooled_f1_50": float(pooled[list(DEFAULT_THRESHOLDS).index(0.5)]),
+        **{f"pooled_{column}": float(np.mean([pooled[t] for t in thresholds]))
+           for column, thresholds in F1_COLUMNS.items()},
         **{f"mean_{column}": float(per_image[column].mean()) for column in PER_IMAGE_COLUMNS[1:]},
     }
     for source, prefix in (("prediction", ""), ("ground truth", "gt_")):
         chosen = per_cell[per_cell["source"] == source]
         for column in ("roundness", "circularity"):
             summary[f"{prefix}cell_{column}"] = float(chosen[column].mean()) if len(chosen) else float("nan")
-    return Evaluation(per_image, per_cell[["name", "source", *[c for c in per_cell if c not in ("name", "source")]]],
-                      summary)
+    per_cell = per_cell[["name", "source", *[c for c in per_cell if c not in ("name", "source")]]]
+    return Evaluation(per_image, per_cell, pairs[["name", *[c for c in pairs if c != "name"]]], summary)
+
+
+def summary_line(summary: dict) -> str:
+    """The headline numbers of a summary in one line, for logs."""
+    return (f"{summary['images']} images: F1@0.5 {summary['pooled_f1_50']:.3f}, F1 IoU .5:.1:.9 "
+            f"{summary['pooled_f1_50to90_by10']:.3f}, PQ {summary['mean_pq']:.3f}; per image: count error "
+            f"{summary['mean_count_error']:.2f}, splits {summary['mean_splits']:.2f}, merges "
+            f"{summary['mean_merges']:.2f}, Betti-0 error {summary['mean_beta0_error']:.2f}")
 
 
 def write_evaluation(evaluation: Evaluation, directory: str | Path, *, overwrite: bool = False,
@@ -146,6 +180,7 @@ def write_evaluation(evaluation: Evaluation, directory: str | Path, *, overwrite
     with atomic_directory(directory, overwrite=overwrite) as staging:
         evaluation.per_image.to_csv(staging / "per_image.csv", index=False)
         evaluation.per_cell.to_csv(staging / "per_cell.csv", index=False)
+        evaluation.pairs.to_csv(staging / "pairs.csv", index=False)
         (staging / "summary.json").write_text(json.dumps({**(extra or {}), **evaluation.summary}, indent=2))
         plot_evaluation(evaluation.per_image, evaluation.per_cell, staging / "evaluation.png")
     return Path(directory)

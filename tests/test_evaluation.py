@@ -7,7 +7,7 @@ import pytest
 from instanseg_scnp._upstream import MIN_INFERENCE_SIZE, pad_for_inference
 from instanseg_scnp.data import synthetic_dataset
 from instanseg_scnp.evaluation import PER_IMAGE_COLUMNS, evaluate_items, write_evaluation
-from instanseg_scnp.metrics import cell_shapes, match, topology_errors
+from instanseg_scnp.metrics import MIN_SHAPE_AREA, cell_shapes, match, topology_errors
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +24,12 @@ def test_perfect_segmenter_scores_perfectly(items):
     truth = {id(item["image"]): item["nucleus_masks"] for item in items}
     evaluation = evaluate_items(lambda image, pixel_size: truth[id(image)].copy(), items)
     assert list(evaluation.per_image.columns) == list(PER_IMAGE_COLUMNS)
-    assert (evaluation.per_image[["mean_f1", "f1_50", "pq"]] == 1).all().all()
-    assert (evaluation.per_image[["beta0_error", "beta1_error", "splits", "merges", "missed"]] == 0).all().all()
+    assert (evaluation.per_image[["f1_50", "f1_50to90_by05", "f1_50to90_by10", "pq"]] == 1).all().all()
+    errors = ["count_error", "beta0_error", "beta1_error", "splits", "merges", "missed", "roundness_error",
+              "circularity_error"]
+    assert (evaluation.per_image[errors] == 0).all().all()
     summary = evaluation.summary
-    assert summary["pooled_mean_f1"] == 1 and summary["cell_roundness"] == summary["gt_cell_roundness"]
+    assert summary["pooled_f1_50to90_by10"] == 1 and summary["cell_roundness"] == summary["gt_cell_roundness"]
 
 
 def test_per_image_rows_match_the_metrics_computed_directly(items):
@@ -37,9 +39,19 @@ def test_per_image_rows_match_the_metrics_computed_directly(items):
         predicted = np.roll(item["nucleus_masks"], 2, axis=1)
         expected, errors = match(item["nucleus_masks"], predicted), topology_errors(item["nucleus_masks"], predicted)
         assert row["name"] == item["name"]
-        assert row["mean_f1"] == pytest.approx(expected["mean_f1"]) and row["pq"] == pytest.approx(expected["pq"])
+        assert row["f1_50to90_by05"] == pytest.approx(expected["mean_f1"])
+        assert row["pq"] == pytest.approx(expected["pq"])
+        assert row["f1_50to90_by10"] == pytest.approx(
+            match(item["nucleus_masks"], predicted, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9))["mean_f1"])
         assert row["beta0_error"] == errors["beta0_error"] and row["merges"] == errors["merges"]
+        assert row["count_error"] == abs(len(np.unique(item["nucleus_masks"])) - len(np.unique(predicted)))
         assert row["roundness"] == pytest.approx(cell_shapes(predicted)["roundness"].mean())
+        # a roll by 2 px keeps every cell's shape, except those it wraps around the right edge
+        pairs = evaluation.pairs[evaluation.pairs["name"] == item["name"]]
+        assert (pairs["gt_area"] >= MIN_SHAPE_AREA).all() and len(pairs) > 0
+        inside = pairs[~pairs["gt_label"].isin(np.unique(item["nucleus_masks"][:, -2:]))]
+        assert len(inside) > 0
+        assert inside["roundness_error"].max() < 1e-9 and inside["circularity_error"].max() < 1e-9
     cells = evaluation.per_cell
     assert (cells["source"] == "ground truth").sum() == sum(len(np.unique(i["nucleus_masks"])) - 1 for i in items)
     # pooled F1 at 0.5: the F1 of the summed counts, not the mean of the images' F1
@@ -61,8 +73,8 @@ def test_write_evaluation_writes_every_file_and_keeps_existing_results(items, tm
     truth = {id(item["image"]): item["nucleus_masks"] for item in items}
     evaluation = evaluate_items(lambda image, size: shifted(image, size, lookup=truth), items)
     folder = write_evaluation(evaluation, tmp_path / "evaluation", extra={"split": "Test"})
-    assert sorted(p.name for p in folder.iterdir()) == ["evaluation.png", "per_cell.csv", "per_image.csv",
-                                                        "summary.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["evaluation.png", "pairs.csv", "per_cell.csv",
+                                                        "per_image.csv", "summary.json"]
     assert json.loads((folder / "summary.json").read_text())["split"] == "Test"
     pd.testing.assert_frame_equal(pd.read_csv(folder / "per_image.csv"), evaluation.per_image, check_dtype=False)
     with pytest.raises(FileExistsError, match="exists; pass --overwrite"):

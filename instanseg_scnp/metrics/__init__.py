@@ -1,16 +1,28 @@
 """Topology-aware evaluation of instance segmentations (NumPy, SciPy, scikit-image only)."""
 
-from instanseg_scnp.metrics.matching import DEFAULT_THRESHOLDS, f1_from_counts, match
+from instanseg_scnp.metrics.matching import (
+    DEFAULT_THRESHOLDS,
+    UPSTREAM_THRESHOLDS,
+    f1_from_counts,
+    match,
+    matched_pairs,
+)
 from instanseg_scnp.metrics.shape import SHAPE_COLUMNS, cell_shapes
+from instanseg_scnp.metrics.shape_errors import MIN_SHAPE_AREA, SHAPE_ERROR_COLUMNS, shape_differences
 from instanseg_scnp.metrics.topology import betti_numbers, count_fragments, topology_errors
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "MIN_SHAPE_AREA",
     "SHAPE_COLUMNS",
+    "SHAPE_ERROR_COLUMNS",
+    "UPSTREAM_THRESHOLDS",
     "betti_numbers",
     "cell_shapes",
     "count_fragments",
     "f1_from_counts",
     "match",
+    "matched_pairs",
+    "shape_differences",
     "topology_errors",
 ]

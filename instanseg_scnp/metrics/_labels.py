@@ -37,10 +37,13 @@ class Overlaps:
     """Sparse overlap table of two label images, labels renumbered 1..n.
 
     ``gt_area[i]`` / ``pred_area[j]`` are the areas of gt cell ``i + 1`` / predicted
-    cell ``j + 1``; each pair ``(gt_index[k], pred_index[k])`` (0-based) shares
-    ``overlap[k]`` pixels, ``iou[k]`` their intersection over union.
+    cell ``j + 1``, whose original labels are ``gt_ids[i]`` / ``pred_ids[j]``;
+    each pair ``(gt_index[k], pred_index[k])`` (0-based) shares ``overlap[k]``
+    pixels, ``iou[k]`` their intersection over union.
     """
 
+    gt_ids: np.ndarray
+    pred_ids: np.ndarray
     gt_area: np.ndarray
     pred_area: np.ndarray
     gt_index: np.ndarray
@@ -75,6 +78,8 @@ def overlaps(gt: np.ndarray, pred: np.ndarray) -> Overlaps:
     pred_area = np.bincount(pred_flat, minlength=n_pred + 1)[1:]
     gt_index, pred_index = keys // (n_pred + 1) - 1, keys % (n_pred + 1) - 1
     return Overlaps(
+        gt_ids=gt_ids,
+        pred_ids=pred_ids,
         gt_area=gt_area,
         pred_area=pred_area,
         gt_index=gt_index,

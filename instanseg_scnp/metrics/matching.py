@@ -13,8 +13,12 @@ pairs, FP unmatched predictions and FN unmatched gt cells:
     \mathrm{PQ} = \underbrace{\frac{\sum_{\mathrm{TP}} \mathrm{IoU}}{TP}}_{SQ}
                   \cdot \underbrace{\mathrm{F1}}_{RQ} \quad (t = 0.5).
 
-``mean_f1`` is the mean F1 over the thresholds and ``f1_50`` the F1 at 0.5, as
-upstream InstanSeg reports them. Zero division: an image with no gt and no
+``mean_f1`` is the mean F1 over the thresholds given and ``f1_50`` the F1 at
+0.5. The thresholds name the number: upstream InstanSeg's reported ``mean_f1``
+(``compute_and_export_metrics``) pools TP/FP/FN over a dataset's images and
+averages over :data:`UPSTREAM_THRESHOLDS` (0.5 to 0.9 by 0.1); its validation
+F1 during training, and this module's default, use :data:`DEFAULT_THRESHOLDS`
+(0.5 to 0.9 by 0.05). Zero division: an image with no gt and no
 predicted cells scores 1 in F1, SQ and PQ (nothing to find, nothing found);
 otherwise SQ with no match is 0.
 For a dataset, add up ``tp``, ``fp``, ``fn`` and ``iou_sum`` over images and
@@ -26,13 +30,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 from instanseg_scnp.metrics._labels import Overlaps, check_label_pair, overlaps
 
-__all__ = ["DEFAULT_THRESHOLDS", "f1_from_counts", "match"]
+__all__ = ["DEFAULT_THRESHOLDS", "UPSTREAM_THRESHOLDS", "f1_from_counts", "match", "matched_pairs"]
 
 DEFAULT_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(9))
 """IoU thresholds 0.5, 0.55, ..., 0.9."""
+UPSTREAM_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+"""IoU thresholds of the ``mean_f1`` upstream InstanSeg reports for a dataset."""
 
 
 def f1_from_counts(tp: float, fp: float, fn: float) -> float:
@@ -93,6 +100,27 @@ def match(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = DEFAUL
         "n_pred": len(table.pred_area),
         "per_threshold": per_threshold,
     }
+
+
+def matched_pairs(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> pd.DataFrame:
+    """The one-to-one matched cells at IoU >= ``threshold``: columns ``gt_label, pred_label, iou``.
+
+    The same matching as :func:`match` (sorted by gt label).
+
+    Examples
+    --------
+    >>> matched_pairs(np.array([[1, 1, 0, 2, 2, 2]]), np.array([[5, 5, 0, 0, 0, 7]]))
+       gt_label  pred_label  iou
+    0         1           5  1.0
+    """
+    gt, pred = check_label_pair(gt, pred)
+    if not 0.5 <= threshold <= 1:
+        raise ValueError(f"threshold must be in [0.5, 1] (one-to-one matching), got {threshold}")
+    table = overlaps(gt, pred)
+    pairs = _matched_pairs(table.iou, table.gt_index, table.pred_index, threshold)
+    return pd.DataFrame({"gt_label": table.gt_ids[table.gt_index[pairs]],
+                         "pred_label": table.pred_ids[table.pred_index[pairs]],
+                         "iou": table.iou[pairs]}).sort_values("gt_label", ignore_index=True)
 
 
 def _counts(table: Overlaps, threshold: float) -> dict:

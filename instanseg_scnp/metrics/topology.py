@@ -12,6 +12,11 @@ Conventions (as in :func:`skimage.measure.euler_number`):
   2-D that is :math:`\beta_1`; in 3-D they are enclosed cavities
   (:math:`\beta_2`), and tunnels are not counted. The key is ``beta1`` in both.
 
+β0 and β1 are those of the *binary foreground*: a merged pair of touching
+cells and a cell split in two along a line both leave them unchanged. The
+instance count sees both: ``count_error`` is :math:`|n_{gt} - n_{pred}|`, the
+numbers of distinct labels (0 when both images are empty).
+
 Instance-level counts, from the pixels each (gt, predicted) pair shares:
 
 - ``fragmented``: predicted cells made of two or more connected pieces;
@@ -100,9 +105,10 @@ def topology_errors(gt: np.ndarray, pred: np.ndarray, connectivity: int | None =
     Returns
     -------
     dict
-        ``beta0_error = |β0(gt > 0) - β0(pred > 0)|``, ``beta1_error`` likewise
-        for holes, the four Betti numbers themselves, and ``fragmented``,
-        ``splits``, ``merges``, ``missed``, ``spurious``.
+        ``count_error = |#labels(gt) - #labels(pred)|``; ``beta0_error =
+        |β0(gt > 0) - β0(pred > 0)|``, ``beta1_error`` likewise for holes, the
+        four Betti numbers themselves; and ``fragmented``, ``splits``,
+        ``merges``, ``missed``, ``spurious``.
 
     Examples
     --------
@@ -121,6 +127,7 @@ def topology_errors(gt: np.ndarray, pred: np.ndarray, connectivity: int | None =
     covered = np.bincount(table.gt_index, table.overlap, minlength=len(table.gt_area))
     on_gt = np.bincount(table.pred_index, table.overlap, minlength=len(table.pred_area))
     return {
+        "count_error": abs(len(table.gt_area) - len(table.pred_area)),
         "beta0_error": abs(beta0_gt - beta0_pred),
         "beta1_error": abs(beta1_gt - beta1_pred),
         "beta0_gt": beta0_gt,

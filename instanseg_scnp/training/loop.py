@@ -40,7 +40,7 @@ from instanseg_scnp import __version__
 from instanseg_scnp._files import atomic_path, write_text_atomic
 from instanseg_scnp._upstream import quiet_upstream
 from instanseg_scnp.data import DatasetError, common_pixel_size, open_dataset, resolve_data
-from instanseg_scnp.evaluation import evaluate_items, load_segmenter, write_evaluation
+from instanseg_scnp.evaluation import evaluate_items, load_segmenter, summary_line, write_evaluation
 from instanseg_scnp.export import export_run
 from instanseg_scnp.losses import make_loss
 from instanseg_scnp.metrics import DEFAULT_THRESHOLDS
@@ -384,8 +384,6 @@ def _finish(config: TrainConfig, state: _State, items: list[dict], split: str, d
     write_evaluation(evaluation, out / EVALUATION, overwrite=True,
                      extra={"split": split, "best_epoch": state.best_epoch, "best_val_f1": best_f1})
     summary = evaluation.summary
-    logger.info("best epoch %d (val F1 %.3f); on %d held-out images: F1 %.3f (IoU 0.5-0.9), F1@0.5 %.3f, "
-                "PQ %.3f, Betti-0 error %.2f per image -> %s", state.best_epoch + 1, state.best_f1,
-                summary["images"], summary["pooled_mean_f1"], summary["pooled_f1_50"], summary["mean_pq"],
-                summary["mean_beta0_error"], model_path)
+    logger.info("best epoch %d (val F1 %.3f); held out, %s -> %s", state.best_epoch + 1, state.best_f1,
+                summary_line(summary), model_path)
     return TrainResult(out, state.best_epoch, state.best_f1, state.history, model_path, summary)

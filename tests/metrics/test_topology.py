@@ -54,24 +54,29 @@ GT = cells((1, slice(2, 8), slice(2, 8)), (2, slice(2, 8), slice(12, 18)), (3, s
 @pytest.mark.parametrize(
     ("pred", "expected"),
     [
-        (GT.copy(), {"splits": 0, "merges": 0, "fragmented": 0, "missed": 0, "spurious": 0, "beta0_error": 0}),
+        (GT.copy(), {"splits": 0, "merges": 0, "fragmented": 0, "missed": 0, "spurious": 0, "beta0_error": 0,
+                       "count_error": 0}),
         (  # cell 1 split in two
             cells((5, slice(2, 5), slice(2, 8)), (6, slice(5, 8), slice(2, 8)), (2, slice(2, 8), slice(12, 18)),
                   (3, slice(12, 18), slice(2, 8))),
-            {"splits": 1, "merges": 0, "fragmented": 0, "missed": 0, "spurious": 0, "beta0_error": 0},
+            {"splits": 1, "merges": 0, "fragmented": 0, "missed": 0, "spurious": 0, "beta0_error": 0,
+             "count_error": 1},
         ),
         (  # cells 1 and 2 merged through a bridge
             cells((1, slice(2, 8), slice(2, 18)), (3, slice(12, 18), slice(2, 8))),
-            {"splits": 0, "merges": 1, "fragmented": 0, "missed": 0, "spurious": 0, "beta0_error": 1},
+            {"splits": 0, "merges": 1, "fragmented": 0, "missed": 0, "spurious": 0, "beta0_error": 1,
+             "count_error": 1},
         ),
         (  # cell 3 predicted as two disjoint pieces with one label
             cells((1, slice(2, 8), slice(2, 8)), (2, slice(2, 8), slice(12, 18)), (3, slice(12, 14), slice(2, 8)),
                   (3, slice(16, 18), slice(2, 8))),
-            {"splits": 0, "merges": 0, "fragmented": 1, "missed": 0, "spurious": 0, "beta0_error": 1},
+            {"splits": 0, "merges": 0, "fragmented": 1, "missed": 0, "spurious": 0, "beta0_error": 1,
+             "count_error": 0},
         ),
         (  # cell 3 missed, a speck of false positive
             cells((1, slice(2, 8), slice(2, 8)), (2, slice(2, 8), slice(12, 18)), (9, slice(14, 16), slice(14, 16))),
-            {"splits": 0, "merges": 0, "fragmented": 0, "missed": 1, "spurious": 1, "beta0_error": 0},
+            {"splits": 0, "merges": 0, "fragmented": 0, "missed": 1, "spurious": 1, "beta0_error": 0,
+             "count_error": 0},
         ),
     ],
     ids=["perfect", "split", "merge", "fragment", "missed-and-spurious"],
@@ -79,6 +84,18 @@ GT = cells((1, slice(2, 8), slice(2, 8)), (2, slice(2, 8), slice(12, 18)), (3, s
 def test_topology_errors_hand_built(pred, expected):
     errors = topology_errors(GT, pred)
     assert {key: errors[key] for key in expected} == expected
+
+
+def test_count_error_sees_merges_and_splits_of_touching_cells_that_betti_0_misses():
+    touching = cells((1, slice(2, 8), slice(2, 8)), (2, slice(2, 8), slice(8, 14)))
+    merged = (touching > 0).astype(int)
+    split = touching.copy()
+    split[2:5, 2:8] = 5
+    for pred in (merged, split):
+        errors = topology_errors(touching, pred)
+        assert errors["beta0_error"] == 0  # one foreground component in each
+        assert errors["count_error"] == abs(len(np.unique(touching)) - len(np.unique(pred)))
+        assert errors["count_error"] == 1
 
 
 def test_topology_errors_holes():
@@ -102,7 +119,8 @@ def test_topology_errors_3d_and_empty():
     assert topology_errors(volume, volume)["beta0_error"] == 0
     empty = np.zeros((6, 6), int)
     assert topology_errors(empty, empty) == {
-        "beta0_error": 0, "beta1_error": 0, "beta0_gt": 0, "beta0_pred": 0, "beta1_gt": 0, "beta1_pred": 0,
+        "count_error": 0, "beta0_error": 0, "beta1_error": 0,
+        "beta0_gt": 0, "beta0_pred": 0, "beta1_gt": 0, "beta1_pred": 0,
         "fragmented": 0, "splits": 0, "merges": 0, "missed": 0, "spurious": 0,
     }
 
