@@ -18,8 +18,9 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from instanseg_scnp._options import DEPRECATED_MODES, DEPRECATED_TARGETS
+from instanseg_scnp._options import DEPRECATED_MODES, DEPRECATED_TARGETS, SCNP_TARGETS
 from instanseg_scnp.data import DATA_DIR_ENV, DATASETS, SPLITS
+from instanseg_scnp.experiment import SET_BY_EXPERIMENT
 from instanseg_scnp.losses import MASK_LOSSES, SEED_LOSSES
 from instanseg_scnp.training.config import TrainConfig
 from instanseg_scnp.training.presets import PRESETS
@@ -58,10 +59,12 @@ def _shown(value: object) -> str:
     return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field; an absent flag keeps the field's default (or the preset's value)."""
+def _add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field but ``exclude``; an absent flag keeps the field's default (or the preset's)."""
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
+        if field.name in exclude:
+            continue
         flag = "--" + field.name.replace("_", "-")
         hint = _without_none(hints[field.name])
         example = PRESETS["demo"].get(field.name, field.default)
@@ -96,6 +99,15 @@ def _without_none(hint: object) -> object:
         arguments = [a for a in typing.get_args(hint) if a is not type(None)]
         return arguments[0] if len(arguments) == 1 else hint
     return hint
+
+
+def _add_compare_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--baseline", default=None, metavar="SETTING",
+                        help="the setting every other one is compared with, named as in the report "
+                             "(default: for each SCNP setting, the SCNP-off setting with an otherwise equal config)")
+    parser.add_argument("--allow-different", nargs="+", default=[], metavar="FIELD",
+                        help="config fields in which a setting may differ from its baseline besides the SCNP "
+                             "options (default: none)")
 
 
 def _add_output_flags(parser: argparse.ArgumentParser, default: Path | None, shown: str) -> None:
@@ -149,13 +161,37 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_evaluate)
 
     compare = commands.add_parser(
-        "compare", parents=[common], help="compare runs: baseline vs SCNP settings, mean ± std over seeds",
-        description="Group runs by data and SCNP setting (runs differing only in --seed are one group), print a "
-                    "Markdown table of mean ± std of their test-split evaluations, and write comparison.md, "
-                    "runs.csv and comparison.png.")
+        "compare", parents=[common], help="compare runs: each SCNP setting against its baseline, paired by seed",
+        description="Group runs into settings (runs that differ only in --seed, --out, --device, --workers, "
+                    "--data-root or --preset are one setting), pair each SCNP setting's runs with its baseline's "
+                    "by seed and test image, and print a Markdown report: mean ± std over seeds, and the paired "
+                    "differences with 95%% bootstrap CIs (bold only where the CI excludes 0). Writes "
+                    "comparison.md, runs.csv, per_image.csv, paired.csv, comparison.png, and the validation "
+                    "curves (epochs.csv, curves.png).")
     compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished run directories")
+    _add_compare_flags(compare)
     _add_output_flags(compare, Path("comparison"), "comparison")
     compare.set_defaults(func=_compare)
+
+    experiment = commands.add_parser(
+        "experiment", parents=[common], help="train SCNP settings × windows × seeds side by side, then compare",
+        description="Train one run per SCNP target (--settings), window (--windows) and seed (--seeds) in "
+                    "OUT/<setting>-s<seed>, --jobs at a time, each in its own process (log: OUT/logs/), then "
+                    "compare them all into OUT/comparison. Stopped and started again with the same flags, it keeps "
+                    "finished runs and resumes interrupted ones. Every train flag passes through to every run.")
+    experiment.add_argument("--out", type=Path, default=Path("runs/experiment"), metavar="DIR",
+                            help="experiment folder (default: runs/experiment)")
+    experiment.add_argument("--settings", nargs="+", choices=SCNP_TARGETS, default=list(SCNP_TARGETS),
+                            metavar="TARGET", help="SCNP targets to train; off is the baseline "
+                                                   f"(default: {' '.join(SCNP_TARGETS)})")
+    experiment.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds 0 .. N-1 per setting (default: 5)")
+    experiment.add_argument("--windows", type=_window, nargs="+", default=[3], metavar="ODD_INT",
+                            help="SCNP windows: several make a window sweep; the baseline runs once per seed "
+                                 "(default: 3)")
+    experiment.add_argument("--jobs", type=int, default=1, metavar="N",
+                            help="runs trained side by side; on a CPU each gets cores/N threads (default: 1)")
+    _add_config_flags(experiment, exclude=SET_BY_EXPERIMENT)
+    experiment.set_defaults(func=_experiment)
 
     prepare = commands.add_parser(
         "prepare", parents=[common], help="download, verify and convert IHC_TMA, LyNSeC or NuInsSeg for training",
@@ -206,14 +242,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from instanseg_scnp.evaluation import evaluate_run
+    from instanseg_scnp.evaluation import evaluate_run, summary_line
 
     folder = evaluate_run(args.run_dir, data=args.data, split=args.split, output=args.output,
                           overwrite=args.overwrite, progress=not args.quiet)
-    summary = json.loads((folder / "summary.json").read_text())
-    logger.info("%d images: F1 %.3f (IoU 0.5-0.9), F1@0.5 %.3f, PQ %.3f, Betti-0 error %.2f per image",
-                summary["images"], summary["pooled_mean_f1"], summary["pooled_f1_50"], summary["mean_pq"],
-                summary["mean_beta0_error"])
+    logger.info("%s", summary_line(json.loads((folder / "summary.json").read_text())))
     print(folder)
     return 0
 
@@ -221,7 +254,24 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from instanseg_scnp.comparison import compare_runs
 
-    folder, markdown = compare_runs(args.run_dirs, args.output, overwrite=args.overwrite)
+    folder, markdown = compare_runs(args.run_dirs, args.output, baseline=args.baseline,
+                                    allow_different=tuple(args.allow_different), overwrite=args.overwrite)
+    print(markdown, end="")
+    logger.info("wrote %s", folder)
+    return 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from instanseg_scnp.experiment import ExperimentError, run_experiment
+
+    settings = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
+                if hasattr(args, field.name)}
+    try:
+        folder, markdown = run_experiment(args.out, targets=args.settings, seeds=args.seeds, windows=args.windows,
+                                          jobs=args.jobs, progress=not args.quiet, **settings)
+    except ExperimentError as error:
+        print(f"instanseg-scnp experiment: error: {error}", file=sys.stderr)
+        return 1
     print(markdown, end="")
     logger.info("wrote %s", folder)
     return 0
