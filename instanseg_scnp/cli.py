@@ -265,7 +265,7 @@ def _experiment(args: argparse.Namespace) -> int:
     from instanseg_scnp.experiment import ExperimentError, run_experiment
 
     settings = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
-                if hasattr(args, field.name)}
+                if hasattr(args, field.name) and field.name not in SET_BY_EXPERIMENT}
     try:
         folder, markdown = run_experiment(args.out, targets=args.settings, seeds=args.seeds, windows=args.windows,
                                           jobs=args.jobs, progress=not args.quiet, **settings)

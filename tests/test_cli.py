@@ -44,7 +44,7 @@ def test_train_help_documents_every_setting_with_its_default():
         assert helps[flag], flag
 
 
-@pytest.mark.parametrize("name", ["train", "export", "evaluate", "compare", "prepare"])
+@pytest.mark.parametrize("name", ["train", "export", "evaluate", "compare", "experiment", "prepare"])
 def test_every_flag_of_every_command_states_its_default(name):
     for action in subcommand(name)._actions:
         if action.option_strings and action.option_strings[0] != "-h":
@@ -66,6 +66,9 @@ def test_help_runs_from_the_command_line():
         (["train", "--hotstart", "300"], rf"hotstart must be fewer than epochs \({PRESETS['demo']['epochs']}\)"),
         (["train", "--resume", "no_such_run"], "run directory 'no_such_run' does not exist"),
         (["export", "no_such_run"], "run directory 'no_such_run' does not exist"),
+        (["experiment", "--seeds", "0"], r"seeds must be an int >= 1"),
+        (["experiment", "--jobs", "0"], r"jobs must be an int >= 1"),
+        (["experiment", "--windows", "4"], r"windows must be positive odd ints, got 4"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(argv, message, capsys, tmp_path, monkeypatch):
@@ -108,3 +111,23 @@ def test_train_with_no_arguments_learns_to_segment(tmp_path):
         labels = instanseg.eval_small_image(torch.from_numpy(np.moveaxis(test_item["image"], -1, 0).copy()), 0.5,
                                             return_image_tensor=False)
     assert match(test_item["nucleus_masks"], labels.squeeze().numpy().astype(np.int32))["f1_50"] > 0.3
+
+
+def test_experiment_passes_every_train_flag_to_its_runs(monkeypatch, tmp_path, capsys):
+    from instanseg_scnp import experiment
+
+    planned = {}
+
+    def plan_only(out, *, targets, seeds, windows, jobs, progress, **settings):
+        planned["runs"] = experiment.plan_experiment(out, targets=targets, seeds=seeds, windows=windows, **settings)
+        return tmp_path, "report\n"
+
+    monkeypatch.setattr(experiment, "run_experiment", plan_only)
+    assert main(["experiment", "--out", str(tmp_path / "exp"), "--settings", "off", "seed", "--seeds", "2",
+                 "--windows", "3", "5", "--epochs", "12", "--lr", "0.01", "--preset", "upstream", "-q"]) == 0
+    runs = planned["runs"]
+    assert [run.name for run in runs] == ["baseline-s0", "scnp-seed-w3-s0", "scnp-seed-w5-s0",
+                                          "baseline-s1", "scnp-seed-w3-s1", "scnp-seed-w5-s1"]
+    assert {(run.config.epochs, run.config.lr, run.config.preset, run.config.hotstart) for run in runs} == {
+        (12, 0.01, "upstream", 10)}  # given flags, and the preset for the rest
+    assert capsys.readouterr().out == "report\n"

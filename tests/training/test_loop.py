@@ -53,7 +53,7 @@ def test_run_directory_has_upstreams_layout_and_our_logs(finished_run):
     assert config["config"]["preset"] == "demo" and config["config"]["seed_loss"] == "l1_distance"
     assert config["config"]["scnp"] == "mask+seed" and config["config"]["scnp_window"] == 5
     evaluation = json.loads((out / "evaluation/summary.json").read_text())
-    assert evaluation["images"] == 2 and 0 <= evaluation["pooled_mean_f1"] <= 1
+    assert evaluation["images"] == 2 and 0 <= evaluation["pooled_f1_50to90_by10"] <= 1
 
 
 def test_best_weights_are_the_best_main_epoch_and_upstream_rebuilds_them(finished_run):
