@@ -145,7 +145,8 @@ def collect_runs(run_dirs: list[str | Path]) -> Runs:
                              "--overwrite")
         fields.append(setting_fields(saved["config"], saved.get("derived")))
         seed = int(saved["config"]["seed"])
-        rows.append({"run": str(run_dir), "seed": seed, **summary})
+        numbers = {key: value for key, value in summary.items() if isinstance(value, (int, float))}
+        rows.append({"run": str(run_dir), "seed": seed, "split": summary.get("split"), **numbers})
         images.append(per_image.assign(run=str(run_dir), seed=seed))
     names = _setting_names(fields)
     runs = pd.DataFrame(rows)

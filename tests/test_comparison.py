@@ -34,7 +34,8 @@ def fake_run(root, name, *, scnp, seed, f1_50, merges, **config):
     per_image["f1_50"], per_image["merges"] = f1_50, merges
     per_image.to_csv(run / "evaluation" / "per_image.csv", index=False)
     summary = {key: 0.5 for key in RUN_METRICS} | {"pooled_f1_50": float(np.mean(f1_50)),
-                                                    "mean_merges": float(np.mean(merges))}
+                                                    "mean_merges": float(np.mean(merges)),
+                                                    "run_dir": str(run), "data": "synthetic", "split": "Test"}
     (run / "evaluation" / "summary.json").write_text(json.dumps(summary))
     return run
 
