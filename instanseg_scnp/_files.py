@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 
@@ -43,16 +43,40 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def check_replaceable(path: str | os.PathLike, *, overwrite: bool, ours: Collection[str] | None = None) -> None:
+    """Raise ``FileExistsError`` unless ``path`` may be written: absent, or ``overwrite`` and ours to replace.
+
+    With ``ours`` (the names this project writes in such a folder), an existing
+    folder is replaced only when every entry in it is one of them: ``--overwrite``
+    never deletes a user's file that happens to sit in an output folder.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists; pass --overwrite (overwrite=True) to replace it")
+    if ours is None:
+        return
+    if not path.is_dir():
+        raise FileExistsError(f"{str(path)!r} is a file, not a folder this project wrote; --overwrite replaces only "
+                              "such folders: choose another output")
+    unexpected = sorted(entry.name for entry in path.iterdir() if entry.name not in ours)
+    if unexpected:
+        raise FileExistsError(f"{str(path)!r} holds files this project did not write ({', '.join(unexpected)}); "
+                              "--overwrite replaces only its own output folders: move them or choose another output")
+
+
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False,
+                     ours: Collection[str] | None = None) -> Iterator[Path]:
     """Yield an empty staging folder next to ``path``; on success it replaces ``path`` whole.
 
-    An existing ``path`` is refused unless ``overwrite``; on error the staging
+    An existing ``path`` is refused unless ``overwrite`` (and, with ``ours``, unless
+    it holds only those names: :func:`check_replaceable`); on error the staging
     folder is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{str(path)!r} exists; pass --overwrite (overwrite=True) to replace it")
+    check_replaceable(path, overwrite=overwrite, ours=ours)
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from instanseg_scnp._files import atomic_directory
+from instanseg_scnp._files import atomic_directory, check_replaceable
 from instanseg_scnp._options import setting_label
 from instanseg_scnp.plots import plot_comparison, plot_validation_curves
 from instanseg_scnp.rundir import CONFIG, EVALUATION, METRICS, require_run_dir
@@ -87,6 +87,9 @@ PAIRED_METRICS = {
 """Per-image column -> (title, which way is better), for the paired differences."""
 N_BOOTSTRAP = 2000
 """Bootstrap draws per CI."""
+COMPARISON_FILES = ("comparison.md", "runs.csv", "per_image.csv", "paired.csv", "comparison.png", "epochs.csv",
+                    "curves.png")
+"""What a comparison folder holds: ``--overwrite`` replaces a folder of only these."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,6 +405,7 @@ def compare_runs(run_dirs: list[str | Path], output: str | Path, *, baseline: st
     line), and, when the runs logged them, ``epochs.csv`` and ``curves.png`` (the
     validation F1 of every epoch of every run).
     """
+    check_replaceable(output, overwrite=overwrite, ours=COMPARISON_FILES)  # before the work; checked again at the end
     collected = collect_runs(run_dirs)
     baselines, notes = choose_baselines(collected.settings, baseline, tuple(allow_different))
     for note in notes:
@@ -410,7 +414,7 @@ def compare_runs(run_dirs: list[str | Path], output: str | Path, *, baseline: st
                         for setting, base in baselines.items()], ignore_index=True) if baselines else pd.DataFrame()
     markdown = markdown_report(summarize(collected.runs), paired, notes)
     curves = validation_curves(collected.runs)
-    with atomic_directory(output, overwrite=overwrite) as staging:
+    with atomic_directory(output, overwrite=overwrite, ours=COMPARISON_FILES) as staging:
         (staging / "comparison.md").write_text(markdown)
         collected.runs.to_csv(staging / "runs.csv", index=False)
         collected.per_image.to_csv(staging / "per_image.csv", index=False)

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from instanseg_scnp._files import atomic_directory
+from instanseg_scnp._files import atomic_directory, check_replaceable
 from instanseg_scnp._options import look_up_option
 from instanseg_scnp._upstream import pad_for_inference, quiet_upstream
 from instanseg_scnp.data import SPLITS, open_dataset
@@ -53,6 +53,8 @@ PER_IMAGE_COLUMNS = (
     "name", "n_gt", "n_pred", *F1_COLUMNS, "pq", "count_error", "beta0_error", "beta1_error",
     *COUNT_COLUMNS, *SHAPE_ERROR_COLUMNS, "roundness", "circularity",
 )
+EVALUATION_FILES = ("per_image.csv", "per_cell.csv", "pairs.csv", "summary.json", "evaluation.png")
+"""What an evaluation folder holds: ``--overwrite`` replaces a folder of only these."""
 _THRESHOLDS = tuple(sorted({t for thresholds in F1_COLUMNS.values() for t in thresholds}))
 
 
@@ -177,7 +179,7 @@ def summary_line(summary: dict) -> str:
 def write_evaluation(evaluation: Evaluation, directory: str | Path, *, overwrite: bool = False,
                      extra: dict | None = None) -> Path:
     """Write an evaluation folder (module docstring) whole: built aside, then renamed into place."""
-    with atomic_directory(directory, overwrite=overwrite) as staging:
+    with atomic_directory(directory, overwrite=overwrite, ours=EVALUATION_FILES) as staging:
         evaluation.per_image.to_csv(staging / "per_image.csv", index=False)
         evaluation.per_cell.to_csv(staging / "per_cell.csv", index=False)
         evaluation.pairs.to_csv(staging / "pairs.csv", index=False)
@@ -205,8 +207,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None, split: 
     config = json.loads((run_dir / CONFIG).read_text())
     data = data or config["derived"].get("data", config["config"]["data"])
     output = Path(output) if output else run_dir / f"evaluation-{Path(str(data)).stem}-{split}"
-    if output.exists() and not overwrite:  # before the work; write_evaluation checks again
-        raise FileExistsError(f"{str(output)!r} exists; pass --overwrite (overwrite=True) to replace it")
+    check_replaceable(output, overwrite=overwrite, ours=EVALUATION_FILES)  # before the work; checked again at the end
     dataset = open_dataset(data, required=(split,))
     evaluation = evaluate_items(load_segmenter(run_dir / TORCHSCRIPT), dataset[split], progress=progress)
     return write_evaluation(evaluation, output, overwrite=overwrite,

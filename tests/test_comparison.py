@@ -172,3 +172,14 @@ def test_compare_refuses_unfinished_and_older_runs(tmp_path):
         old / "evaluation" / "per_image.csv", index=False)
     with pytest.raises(ValueError, match="older version .*count_error.*instanseg-scnp evaluate"):
         compare_runs([old], tmp_path / "out")
+
+
+def test_overwrite_replaces_a_comparison_but_never_a_users_file(tmp_path, capsys):
+    runs = paired_runs(tmp_path / "runs", seeds=2)
+    out = tmp_path / "out"
+    assert main(["compare", *map(str, runs), "--output", str(out)]) == 0
+    assert main(["compare", *map(str, runs), "--output", str(out), "--overwrite"]) == 0  # our own folder: replaced
+    (out / "thesis.txt").write_text("months of work")
+    assert main(["compare", *map(str, runs), "--output", str(out), "--overwrite"]) == 2
+    assert "holds files this project did not write (thesis.txt)" in capsys.readouterr().err
+    assert (out / "thesis.txt").read_text() == "months of work" and (out / "comparison.md").is_file()

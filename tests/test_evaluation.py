@@ -79,6 +79,11 @@ def test_write_evaluation_writes_every_file_and_keeps_existing_results(items, tm
     pd.testing.assert_frame_equal(pd.read_csv(folder / "per_image.csv"), evaluation.per_image, check_dtype=False)
     with pytest.raises(FileExistsError, match="exists; pass --overwrite"):
         write_evaluation(evaluation, folder)
+    write_evaluation(evaluation, folder, overwrite=True)  # our own folder: replaced
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"did not write \(notes.txt\)"):
+        write_evaluation(evaluation, folder, overwrite=True)
+    assert (folder / "notes.txt").read_text() == "mine"
     assert not list(tmp_path.glob(".*"))  # no staging folder left behind
 
 
