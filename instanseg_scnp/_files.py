@@ -1,8 +1,11 @@
-"""Files that are either complete or absent: write to a temporary name, then rename."""
+"""Files that are either complete or absent (write to a temporary name, then rename), and JSON read and written
+strictly."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import shutil
 from collections.abc import Collection, Iterator
@@ -64,6 +67,38 @@ def check_replaceable(path: str | os.PathLike, *, overwrite: bool, ours: Collect
     if unexpected:
         raise FileExistsError(f"{str(path)!r} holds files this project did not write ({', '.join(unexpected)}); "
                               "--overwrite replaces only its own output folders: move them or choose another output")
+
+
+def strict_json(data: object) -> str:
+    """``data`` as strict JSON (RFC 8259): NaN and ±inf, which it cannot hold, become ``null``.
+
+    Examples
+    --------
+    >>> json.loads(strict_json({"f1": float("nan"), "scores": [1.0, float("inf")]}))
+    {'f1': None, 'scores': [1.0, None]}
+    """
+
+    def finite(value: object) -> object:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: finite(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(item) for item in value]
+        return value
+
+    return json.dumps(finite(data), indent=2, allow_nan=False)
+
+
+def read_json(path: str | os.PathLike) -> object:
+    """The JSON in ``path``; a missing, unreadable or corrupt file raises ``ValueError`` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not readable JSON ({error}); was it truncated or edited?") from None
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
+from instanseg_scnp._files import read_json
 from instanseg_scnp._options import DEPRECATED_MODES, DEPRECATED_TARGETS, SCNP_TARGETS
 from instanseg_scnp.data import DATA_DIR_ENV, DATASETS, SPLITS
 from instanseg_scnp.experiment import SET_BY_EXPERIMENT
@@ -246,7 +246,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     folder = evaluate_run(args.run_dir, data=args.data, split=args.split, output=args.output,
                           overwrite=args.overwrite, progress=not args.quiet)
-    logger.info("%s", summary_line(json.loads((folder / "summary.json").read_text())))
+    logger.info("%s", summary_line(read_json(folder / "summary.json")))
     print(folder)
     return 0
 

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from instanseg_scnp._files import atomic_directory, check_replaceable
+from instanseg_scnp._files import atomic_directory, check_replaceable, read_json
 from instanseg_scnp._options import setting_label
 from instanseg_scnp.plots import plot_comparison, plot_validation_curves
 from instanseg_scnp.rundir import CONFIG, EVALUATION, METRICS, require_run_dir
@@ -138,8 +138,8 @@ def collect_runs(run_dirs: list[str | Path]) -> Runs:
     rows, images, fields = [], [], []
     for run_dir in run_dirs:
         run_dir = require_run_dir(Path(run_dir), CONFIG, f"{EVALUATION}/summary.json", f"{EVALUATION}/per_image.csv")
-        saved = json.loads((run_dir / CONFIG).read_text())
-        summary = json.loads((run_dir / EVALUATION / "summary.json").read_text())
+        saved = read_json(run_dir / CONFIG)
+        summary = read_json(run_dir / EVALUATION / "summary.json")
         per_image = pd.read_csv(run_dir / EVALUATION / "per_image.csv")
         missing = [column for column in PAIRED_METRICS if column not in per_image]
         if missing:

@@ -13,7 +13,6 @@ exactly as a user of the exported file would run it; the metrics are
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from instanseg_scnp._files import atomic_directory, check_replaceable
+from instanseg_scnp._files import atomic_directory, check_replaceable, read_json, strict_json
 from instanseg_scnp._options import look_up_option
 from instanseg_scnp._upstream import pad_for_inference, quiet_upstream
 from instanseg_scnp.data import SPLITS, open_dataset
@@ -170,10 +169,14 @@ def evaluate_items(segment: Segmenter, items: list[dict], *, progress: bool = Fa
 
 def summary_line(summary: dict) -> str:
     """The headline numbers of a summary in one line, for logs."""
-    return (f"{summary['images']} images: F1@0.5 {summary['pooled_f1_50']:.3f}, F1 IoU .5:.1:.9 "
-            f"{summary['pooled_f1_50to90_by10']:.3f}, PQ {summary['mean_pq']:.3f}; per image: count error "
-            f"{summary['mean_count_error']:.2f}, splits {summary['mean_splits']:.2f}, merges "
-            f"{summary['mean_merges']:.2f}, Betti-0 error {summary['mean_beta0_error']:.2f}")
+    def shown(key: str, digits: int) -> str:  # NaN, or null in a strict JSON file: no value
+        value = summary.get(key)
+        return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+    return (f"{summary['images']} images: F1@0.5 {shown('pooled_f1_50', 3)}, F1 IoU .5:.1:.9 "
+            f"{shown('pooled_f1_50to90_by10', 3)}, PQ {shown('mean_pq', 3)}; per image: count error "
+            f"{shown('mean_count_error', 2)}, splits {shown('mean_splits', 2)}, merges {shown('mean_merges', 2)}, "
+            f"Betti-0 error {shown('mean_beta0_error', 2)}")
 
 
 def write_evaluation(evaluation: Evaluation, directory: str | Path, *, overwrite: bool = False,
@@ -183,7 +186,7 @@ def write_evaluation(evaluation: Evaluation, directory: str | Path, *, overwrite
         evaluation.per_image.to_csv(staging / "per_image.csv", index=False)
         evaluation.per_cell.to_csv(staging / "per_cell.csv", index=False)
         evaluation.pairs.to_csv(staging / "pairs.csv", index=False)
-        (staging / "summary.json").write_text(json.dumps({**(extra or {}), **evaluation.summary}, indent=2))
+        (staging / "summary.json").write_text(strict_json({**(extra or {}), **evaluation.summary}))
         plot_evaluation(evaluation.per_image, evaluation.per_cell, staging / "evaluation.png")
     return Path(directory)
 
@@ -204,7 +207,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None, split: 
     """
     look_up_option(split, SPLITS, name="split")
     run_dir = require_run_dir(Path(run_dir), CONFIG, TORCHSCRIPT)
-    config = json.loads((run_dir / CONFIG).read_text())
+    config = read_json(run_dir / CONFIG)
     data = data or config["derived"].get("data", config["config"]["data"])
     output = Path(output) if output else run_dir / f"evaluation-{Path(str(data)).stem}-{split}"
     check_replaceable(output, overwrite=overwrite, ours=EVALUATION_FILES)  # before the work; checked again at the end

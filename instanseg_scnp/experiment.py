@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from instanseg_scnp._files import read_json
 from instanseg_scnp._options import SCNP_TARGETS, look_up_option
 from instanseg_scnp.comparison import compare_runs, differing_fields, setting_fields
 from instanseg_scnp.rundir import CHECKPOINT, CONFIG, EVALUATION
@@ -110,7 +111,7 @@ def check_existing_runs(runs: list[PlannedRun]) -> None:
     for run in runs:
         if run.status == "new":
             continue
-        saved = json.loads((run.config.out / CONFIG).read_text())
+        saved = read_json(run.config.out / CONFIG)
         derived = {key: value for key, value in saved.get("derived", {}).items() if key != "data"}  # data as given
         differ = differing_fields(setting_fields(saved["config"], derived),
                                   setting_fields(json.loads(run.config.to_json())))

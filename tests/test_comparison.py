@@ -183,3 +183,11 @@ def test_overwrite_replaces_a_comparison_but_never_a_users_file(tmp_path, capsys
     assert main(["compare", *map(str, runs), "--output", str(out), "--overwrite"]) == 2
     assert "holds files this project did not write (thesis.txt)" in capsys.readouterr().err
     assert (out / "thesis.txt").read_text() == "months of work" and (out / "comparison.md").is_file()
+
+
+def test_a_corrupt_config_is_one_line_naming_the_file(tmp_path, capsys):
+    run = fake_run(tmp_path, "run", scnp="off", seed=0, f1_50=0.5, merges=1.0)
+    (run / "config.json").write_text('{"config": {"data": "synth')  # truncated
+    assert main(["compare", str(run), "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert f"'{run / 'config.json'}' is not readable JSON" in error and "Traceback" not in error

@@ -93,3 +93,16 @@ def test_pad_for_inference_reaches_the_minimum_and_crops_back(shape):
     padded, crop = pad_for_inference(image)
     assert min(padded.shape[:2]) >= MIN_INFERENCE_SIZE and padded.shape[2] == shape[2]
     np.testing.assert_array_equal(padded[crop], image)
+
+
+def test_summary_json_is_strict_json_with_null_for_no_value(items, tmp_path):
+    evaluation = evaluate_items(lambda image, size: np.zeros(image.shape[:2], np.int32), items)  # finds nothing
+    assert np.isnan(evaluation.summary["cell_roundness"])
+    folder = write_evaluation(evaluation, tmp_path / "evaluation")
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    summary = json.loads((folder / "summary.json").read_text(), parse_constant=refuse)
+    assert summary["cell_roundness"] is None and summary["mean_roundness_error"] is None
+    assert summary["pooled_f1_50"] == 0.0

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from instanseg_scnp import __version__
-from instanseg_scnp._files import atomic_path, write_text_atomic
+from instanseg_scnp._files import atomic_path, read_json, strict_json, write_text_atomic
 from instanseg_scnp._upstream import quiet_upstream
 from instanseg_scnp.data import DatasetError, common_pixel_size, open_dataset, resolve_data
 from instanseg_scnp.evaluation import evaluate_items, load_segmenter, summary_line, write_evaluation
@@ -136,7 +136,7 @@ def resume(run_dir: str | Path, *, progress: bool = False, **settings: object) -
     changed = sorted(set(settings) - set(RESUMABLE))
     if changed:
         raise ValueError(f"a resumed run keeps its config; only {list(RESUMABLE)} may change, got {changed}")
-    saved = json.loads((run_dir / CONFIG).read_text())
+    saved = read_json(run_dir / CONFIG)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if saved["derived"]["world_size"] != world_size:
         raise ValueError(f"{run_dir} was trained by {saved['derived']['world_size']} process(es); resume it with "
@@ -219,8 +219,7 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
                    "seed_loss": main_losses[0], "mask_loss": main_losses[1], "eval_split": eval_split,
                    "device": str(device), "world_size": process.world_size, "instanseg_scnp": __version__,
                    "torch": torch.__version__}
-        write_text_atomic(out / CONFIG, json.dumps({"config": json.loads(config.to_json()), "derived": derived},
-                                                   indent=2))
+        write_text_atomic(out / CONFIG, strict_json({"config": json.loads(config.to_json()), "derived": derived}))
         write_experiment_log(out, arguments)
 
     train_tiles = Tiles(dataset["Train"], config.tile_size, train=True, pixel_size=config.pixel_size)
@@ -366,8 +365,9 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, device) ->
     scheduler.load_state_dict(checkpoint["scheduler"])
     scaler.load_state_dict(checkpoint["scaler"])
     state = _State(**checkpoint["state"])
-    logger.info("resuming %s after epoch %d (best so far: epoch %d, F1 %.3f)",
-                path.parent, state.epoch, state.best_epoch + 1, state.best_f1)
+    best = (f"best so far: epoch {state.best_epoch + 1}, F1 {state.best_f1:.3f}" if state.best_epoch >= 0
+            else "no best epoch yet: the hotstart epochs are not candidates")
+    logger.info("resuming %s after epoch %d (%s)", path.parent, state.epoch, best)
     best = checkpoint["best_model"]
     return state, None if best is None else _cpu_copy(best)
 
