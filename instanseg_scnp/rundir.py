@@ -17,6 +17,8 @@ Every file is written through a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -41,11 +43,27 @@ class RunDirError(FileExistsError):
     """A run directory that may not be used as asked (exists without overwrite, or is not a run)."""
 
 
+RUN_ENTRIES = (CONFIG, EXPERIMENT_LOG, BEST_WEIGHTS, CHECKPOINT, METRICS, CURVES, TORCHSCRIPT, EVALUATION,
+               "evaluation-*", ".*.tmp")
+"""What a run directory may hold (``evaluate`` adds ``evaluation-<data>-<split>``; a killed write leaves
+``.NAME.PID.tmp``): ``--overwrite`` replaces a folder of only these."""
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run this project wrote: a ``config.json`` with the version that wrote it."""
+    try:
+        saved = json.loads((Path(path) / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(saved, dict) and "instanseg_scnp" in (saved.get("derived") or {})
+
+
 def check_new_run_dir(path: Path, *, overwrite: bool) -> bool:
     """Raise unless ``path`` may become a new run directory; True if it holds a run to replace.
 
-    ``overwrite`` replaces only a run directory (one with ``config.json``): a
-    mistyped ``--out`` never deletes a folder of other files.
+    ``overwrite`` replaces only a run this project wrote (:func:`is_run_dir`) that
+    holds nothing but :data:`RUN_ENTRIES`: a mistyped ``--out`` or a note kept
+    beside a run is never deleted.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -54,9 +72,15 @@ def check_new_run_dir(path: Path, *, overwrite: bool) -> bool:
     if occupied and not overwrite:
         raise RunDirError(f"run directory {str(path)!r} already exists and is not empty; "
                           "pass --overwrite (overwrite=True) to replace it, or --resume to continue it")
-    if occupied and not (path / CONFIG).is_file():
-        raise RunDirError(f"{str(path)!r} is not empty and is not a run directory (no {CONFIG}); "
-                          "--overwrite only replaces run directories: choose another --out")
+    if occupied and not is_run_dir(path):
+        raise RunDirError(f"{str(path)!r} is not empty and is not a run directory (no {CONFIG} written by "
+                          "instanseg-scnp); --overwrite only replaces run directories: choose another --out")
+    if occupied:
+        unexpected = sorted(entry.name for entry in path.iterdir()
+                            if not any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in RUN_ENTRIES))
+        if unexpected:
+            raise RunDirError(f"run directory {str(path)!r} also holds files instanseg-scnp did not write "
+                              f"({', '.join(unexpected)}); --overwrite would delete them: move them first")
     return occupied
 
 

@@ -132,20 +132,25 @@ def test_our_mask_losses_train_with_scnp_and_their_names_reload(mask_loss, tiny_
     assert rebuilt.scnp_active["mask"] == SCNPTerm() and rebuilt.scnp_mask_loss_name == f"scnp_{mask_loss}"
 
 
-def test_existing_run_dir_is_refused_then_replaced_with_overwrite(tiny_data, tmp_path):
+def test_existing_run_dir_is_refused_then_replaced_with_overwrite_but_never_a_users_file(tiny_data, tmp_path):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "config.json").write_text("{}")  # an earlier run
-    (out / "keep.txt").write_text("results")
+    train(tiny_config(tiny_data, out, epochs=2))  # an earlier run
     with pytest.raises(RunDirError, match="already exists and is not empty; pass --overwrite"):
         train(tiny_config(tiny_data, out))
-    assert (out / "keep.txt").read_text() == "results"
-    train(tiny_config(tiny_data, out, epochs=2), overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "instanseg.pt").is_file()
+    (out / "notes.txt").write_text("what I saw")
+    with pytest.raises(RunDirError, match=r"did not write \(notes.txt\); --overwrite would delete them"):
+        train(tiny_config(tiny_data, out), overwrite=True)
+    assert (out / "notes.txt").read_text() == "what I saw"
+    (out / "notes.txt").unlink()
+    train(tiny_config(tiny_data, out, epochs=2, seed=1), overwrite=True)
+    assert (out / "instanseg.pt").is_file() and '"seed": 1' in (out / "config.json").read_text()
 
 
 def test_overwrite_never_deletes_a_folder_that_is_not_a_run(tiny_data, tmp_path):
     (tmp_path / "thesis.tex").write_text("years of work")
+    with pytest.raises(RunDirError, match=r"is not a run directory .* choose another --out"):
+        train(tiny_config(tiny_data, tmp_path), overwrite=True)
+    (tmp_path / "config.json").write_text("{}")  # any config.json does not make a run
     with pytest.raises(RunDirError, match=r"is not a run directory .* choose another --out"):
         train(tiny_config(tiny_data, tmp_path), overwrite=True)
     assert (tmp_path / "thesis.tex").read_text() == "years of work"
