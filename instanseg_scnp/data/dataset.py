@@ -87,6 +87,10 @@ def load_dataset(source: str | os.PathLike | Mapping, *, splits: Sequence[str] =
     return dataset
 
 
+MIN_IMAGE_SIDE = 16
+"""Smallest image side, px, an item may have."""
+
+
 def _load_item(item: object, where: str, folder: Path) -> dict:
     if not isinstance(item, Mapping):
         raise DatasetError(f"{where}: expected an item dict, got {type(item).__name__}")
@@ -98,6 +102,15 @@ def _load_item(item: object, where: str, folder: Path) -> dict:
         image = channels_last(image)
     except ValueError as error:
         raise DatasetError(f"{where} image: {error}") from None
+    if not (np.issubdtype(image.dtype, np.number) and not np.issubdtype(image.dtype, np.complexfloating)):
+        raise DatasetError(f"{where}: image must hold real numbers, got dtype {image.dtype}")
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        raise DatasetError(f"{where}: image is {image.shape[0]} x {image.shape[1]} px; expected at least "
+                           f"{MIN_IMAGE_SIDE} px a side (upstream's augmentations fail on thinner images)")
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        bad = int(np.size(image) - np.isfinite(image).sum())
+        raise DatasetError(f"{where}: image has {bad} NaN or infinite pixel value(s); the network would learn "
+                           "NaN weights from it: fix or drop this image")
     if image.shape[-1] not in CHANNELS:
         raise DatasetError(f"{where}: image has {image.shape[-1]} channels; expected 1 (fluorescence) or 3 (RGB "
                            "brightfield), the inputs InstanSeg's 3-channel network takes (drop an alpha channel)")

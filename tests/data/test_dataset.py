@@ -49,6 +49,12 @@ def test_load_dataset_reads_pth_with_arrays_and_with_relative_tiff_paths(tmp_pat
                 assert got["nucleus_masks"].dtype == np.int32 and got["parent_dataset"] == "test"
 
 
+def with_inf_column():
+    image = np.full((32, 40, 3), 0.5)
+    image[:, 3] = np.inf
+    return image
+
+
 @pytest.mark.parametrize(
     ("data", "match"),
     [
@@ -68,6 +74,15 @@ def test_load_dataset_reads_pth_with_arrays_and_with_relative_tiff_paths(tmp_pat
          r"Train\[0\] image: expected an image of shape"),
         (dataset(Train=[{**item(), "image": "missing.tif"}]),
          r"Train\[0\] image: cannot read '.*missing.tif' as a TIFF"),
+        (dataset(Train=[{**item(), "image": with_inf_column()}]),
+         r"Train\[0\]: image has 96 NaN or infinite pixel value\(s\)"),
+        (dataset(Test=[{**item(), "image": np.full((32, 40, 3), np.nan, np.float32)}]),
+         r"Test\[0\]: image has 3840 NaN or infinite"),
+        (dataset(Train=[{"image": np.zeros((1, 40, 3)), "nucleus_masks": np.zeros((1, 40), np.int32)}]),
+         r"Train\[0\]: image is \d+ x \d+ px; expected at least 16 px a side"),
+        (dataset(Train=[{"image": np.zeros((0, 0, 3)), "nucleus_masks": np.zeros((0, 0), np.int32)}]),
+         r"Train\[0\]: image is 0 x \d+ px"),
+        (dataset(Train=[{**item(), "image": np.full((32, 40, 3), "a")}]), r"image must hold real numbers"),
     ],
 )
 def test_load_dataset_rejects_bad_input_naming_file_split_and_item(tmp_path, data, match):
