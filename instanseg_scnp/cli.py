@@ -220,16 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from instanseg_scnp.training import resume, train
+    from instanseg_scnp.training import TrainingDiverged, resume, train
 
     settings = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
                 if hasattr(args, field.name)}
-    if args.resume is not None:
-        if args.overwrite:
-            raise ValueError("--resume continues a run; it cannot be combined with --overwrite")
-        result = resume(args.resume, progress=not args.quiet, **settings)
-    else:
-        result = train(overwrite=args.overwrite, progress=not args.quiet, **settings)
+    if args.resume is not None and args.overwrite:
+        raise ValueError("--resume continues a run; it cannot be combined with --overwrite")
+    try:
+        if args.resume is not None:
+            result = resume(args.resume, progress=not args.quiet, **settings)
+        else:
+            result = train(overwrite=args.overwrite, progress=not args.quiet, **settings)
+    except TrainingDiverged as error:  # not the input's fault as such: exit status 1
+        if args.verbose:
+            raise
+        print(f"instanseg-scnp train: error: {error}", file=sys.stderr)
+        return 1
     print(result.model_path)
     return 0
 

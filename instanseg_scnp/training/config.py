@@ -105,6 +105,10 @@ class TrainConfig:
     deterministic: bool = field(default=False, metadata={
         "help": "use deterministic algorithms (bitwise-reproducible on CPU, slower on GPU)"})
     grad_clip: float = field(default=20.0, metadata={"help": "gradient-norm clipping, as upstream"})
+    nonfinite_patience: int = field(default=5, metadata={
+        "help": "consecutive training steps with a NaN or infinite loss (or gradient, outside fp16's loss "
+                "scaling) after which the run stops with an error; such steps are skipped, and the last "
+                "checkpoint stays resumable"})
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -126,6 +130,7 @@ class TrainConfig:
         set_(self, "scnp_mode", look_up_option(self.scnp_mode, MODES, name="scnp_mode", aliases=DEPRECATED_MODES))
         for name in ("epochs", "epoch_length", "batch_size", "tile_size", "window_size"):
             _check_int(name, getattr(self, name), minimum=1)
+        _check_int("nonfinite_patience", self.nonfinite_patience, minimum=1)
         for name in ("hotstart", "workers", "seed"):
             _check_int(name, getattr(self, name), minimum=0)
         if self.hotstart >= self.epochs:

@@ -79,6 +79,11 @@ def average(process: Process, value: float) -> float:
     return float(tensor.item()) / process.world_size
 
 
+def all_ranks(process: Process, flag: bool) -> bool:
+    """Whether ``flag`` holds on every rank (so that all ranks take the same branch)."""
+    return average(process, float(flag)) == 1.0
+
+
 def check_replicas(process: Process, model: torch.nn.Module) -> None:
     """Raise if the ranks' weights differ (DistributedDataParallel keeps them identical)."""
     if not process.distributed:

@@ -74,6 +74,10 @@ RESUMABLE = ("device", "workers")
 """Settings a resumed run may change: they do not change the result."""
 
 
+class TrainingDiverged(RuntimeError):
+    """Training produced non-finite losses or gradients ``nonfinite_patience`` steps in a row."""
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What a finished run produced.
@@ -283,7 +287,7 @@ def _train_epoch(config, process, trained, loss_fn, optimizer, scaler, tiles, ep
                       world_size=process.world_size)
     loader = DataLoader(tiles, batch_size=config.batch_size, sampler=plan, collate_fn=collate,
                         num_workers=config.workers)
-    device, losses = process.device, []
+    device, losses, unhealthy = process.device, [], 0
     trained.train()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False)
     for images, labels in bar:
@@ -296,12 +300,24 @@ def _train_epoch(config, process, trained, loss_fn, optimizer, scaler, tiles, ep
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
-        scaler.step(optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
+        # fp16's scaler skips its own overflowing steps; anywhere else a non-finite value would poison the weights
+        healthy = bool(torch.isfinite(loss)) and (config.precision == "fp16" or bool(torch.isfinite(norm)))
+        if distributed.all_ranks(process, healthy):
+            scaler.step(optimizer)
+            unhealthy = 0
+        else:
+            unhealthy += 1
+            if unhealthy >= config.nonfinite_patience:
+                raise TrainingDiverged(
+                    f"{config.out}: {unhealthy} training steps in a row had a NaN or infinite loss or gradient "
+                    f"(epoch {epoch + 1}); the run stopped before its weights became NaN. Its last checkpoint, if "
+                    "any, is resumable; check the images and labels, or lower --lr")
         scaler.update()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-    return distributed.average(process, float(np.mean(losses)))
+        if healthy:
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return distributed.average(process, float(np.mean(losses)) if losses else float("nan"))
 
 
 def _autocast_dtype(config: TrainConfig) -> torch.dtype:

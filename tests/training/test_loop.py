@@ -255,3 +255,15 @@ def test_torchrun_trains_data_parallel_on_two_cpu_processes(tiny_flags, tmp_path
     derived = json.loads((out / "config.json").read_text())["derived"]
     assert derived["world_size"] == 2
     assert len(pd.read_csv(out / "metrics.csv")) == 3 and (out / "instanseg.pt").is_file()
+
+
+def test_a_diverging_run_stops_before_its_weights_become_nan(tiny_data, tmp_path, tiny_flags, run_cli):
+    out = tmp_path / "run"
+    result = run_cli("train", *tiny_flags, "--data", tiny_data, "--out", out, "--lr", "1e30", "--hotstart", "0",
+                     "--nonfinite-patience", "2", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "2 training steps in a row had a NaN or infinite loss or gradient" in result.stderr
+    assert not (out / "instanseg.pt").exists() and not (out / "model_weights.pth").exists()
+    if (out / "checkpoint.pth").exists():  # an epoch finished before the divergence: its weights are finite
+        weights = torch.load(out / "checkpoint.pth", weights_only=False)["model"]
+        assert all(torch.isfinite(tensor).all() for tensor in weights.values())
