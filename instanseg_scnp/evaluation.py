@@ -104,8 +104,14 @@ def load_segmenter(model_path: str | Path, *, device: str = "cpu", **postprocess
     path = Path(model_path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    try:
+        with quiet_upstream():
+            scripted = torch.jit.load(str(path), map_location=device)
+    except (RuntimeError, OSError, EOFError, ValueError) as error:  # what torch raises on a truncated file
+        raise ValueError(f"{str(path)!r} is not a readable TorchScript model ({type(error).__name__}); was it "
+                         "truncated? Export it again: instanseg-scnp export RUN_DIR --overwrite") from error
     with quiet_upstream():
-        instanseg = InstanSeg(torch.jit.load(str(path), map_location=device), device=device, verbosity=0)
+        instanseg = InstanSeg(scripted, device=device, verbosity=0)
 
     def segment(image: np.ndarray, pixel_size: float | None = None) -> np.ndarray:
         padded, crop = pad_for_inference(np.asarray(image, np.float32))

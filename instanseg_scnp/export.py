@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +133,12 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, example
         Replace an existing output file.
     """
     run_dir = require_run_dir(Path(run_dir), EXPERIMENT_LOG, BEST_WEIGHTS)
-    with quiet_upstream():
-        model, arguments = load_model(folder="", path=str(run_dir), device="cpu")
+    try:
+        with quiet_upstream():
+            model, arguments = load_model(folder="", path=str(run_dir), device="cpu")
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as error:  # bad file
+        raise ValueError(f"cannot rebuild the model from {str(run_dir / BEST_WEIGHTS)!r} and {EXPERIMENT_LOG} "
+                         f"({type(error).__name__}: {error}); was a file truncated or edited?") from error
     pixel_size = arguments.get("pixel_size")
     if not is_pixel_size(pixel_size):
         raise ValueError(f"{run_dir / EXPERIMENT_LOG}: no requested_pixel_size; cannot export a model "

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import dataclass
@@ -375,7 +376,11 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, device) ->
     if not path.is_file():
         raise RunDirError(f"cannot resume: {str(path)!r} does not exist (the run stopped before its first epoch "
                           "ended; start it again with --overwrite)")
-    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=False)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:  # truncated, corrupt
+        raise ValueError(f"cannot resume: {str(path)!r} is not a readable checkpoint ({type(error).__name__}: "
+                         f"{error}); start the run again with --overwrite") from error
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])

@@ -2,6 +2,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,3 +268,22 @@ def test_a_diverging_run_stops_before_its_weights_become_nan(tiny_data, tmp_path
     if (out / "checkpoint.pth").exists():  # an epoch finished before the divergence: its weights are finite
         weights = torch.load(out / "checkpoint.pth", weights_only=False)["model"]
         assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "command", "message"),
+    [
+        ("instanseg.pt", ["evaluate", "{run}", "--output", "{tmp}/evaluation"], "is not a readable TorchScript model"),
+        ("model_weights.pth", ["export", "{run}", "--output", "{tmp}/model.pt"], "cannot rebuild the model from"),
+        ("checkpoint.pth", ["train", "--resume", "{run}"], "is not a readable checkpoint"),
+        ("config.json", ["evaluate", "{run}", "--output", "{tmp}/evaluation"], "is not readable JSON"),
+    ],
+)
+def test_a_truncated_file_is_one_line_naming_it(finished_run, tmp_path, run_cli, name, command, message):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run.run_dir, run)
+    data = (run / name).read_bytes()
+    (run / name).write_bytes(data[: len(data) // 2])
+    result = run_cli(*[part.format(run=run, tmp=tmp_path) for part in command], check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert message in result.stderr and str(run / name) in result.stderr
