@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(only --device and --workers may change) (default: start a new run)")
     train.add_argument("--overwrite", action="store_true",
                        help="replace an existing, non-empty --out directory (default: refuse)")
+    train.add_argument("--allow-changed-data", action="store_true",
+                       help="with --resume: continue even though the dataset file changed since the run started "
+                            "(default: refuse)")
     train.set_defaults(func=_train)
 
     export = commands.add_parser("export", parents=[common], help="export a run's best weights to TorchScript",
@@ -226,9 +229,12 @@ def _train(args: argparse.Namespace) -> int:
                 if hasattr(args, field.name)}
     if args.resume is not None and args.overwrite:
         raise ValueError("--resume continues a run; it cannot be combined with --overwrite")
+    if args.allow_changed_data and args.resume is None:
+        raise ValueError("--allow-changed-data only applies with --resume")
     try:
         if args.resume is not None:
-            result = resume(args.resume, progress=not args.quiet, **settings)
+            result = resume(args.resume, progress=not args.quiet, allow_changed_data=args.allow_changed_data,
+                            **settings)
         else:
             result = train(overwrite=args.overwrite, progress=not args.quiet, **settings)
     except TrainingDiverged as error:  # not the input's fault as such: exit status 1

@@ -15,7 +15,7 @@ from instanseg_scnp.data.paths import DATA_DIR_ENV, data_root, dataset_file
 from instanseg_scnp.data.prepare import prepare_dataset
 from instanseg_scnp.data.registry import DATASETS, REGISTRY, Archive
 from instanseg_scnp.data.report import DatasetReport, check_dataset
-from instanseg_scnp.data.sources import BUILT_IN, open_dataset, resolve_data
+from instanseg_scnp.data.sources import BUILT_IN, data_fingerprint, open_dataset, resolve_data
 from instanseg_scnp.data.synthetic import (
     MODALITIES,
     SYNTHETIC_PIXEL_SIZE,
@@ -41,6 +41,7 @@ __all__ = [
     "channels_last",
     "check_dataset",
     "common_pixel_size",
+    "data_fingerprint",
     "data_root",
     "dataset_file",
     "extract_archive",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -61,3 +62,17 @@ def open_dataset(data: str | os.PathLike, *, required: tuple[str, ...] = SPLITS[
     if resolved in BUILT_IN:
         return synthetic_dataset(rng=0)
     return load_dataset(resolved, splits=required, optional=SPLITS)
+
+
+def data_fingerprint(resolved: str) -> dict | None:
+    """Size and SHA-256 of a resolved dataset file (None for built-in data), to tell whether it changed.
+
+    A dataset whose items name TIFF files is fingerprinted by its ``.pth`` only.
+    """
+    if resolved in BUILT_IN:
+        return None
+    digest = hashlib.sha256()
+    with open(resolved, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": os.path.getsize(resolved), "sha256": digest.hexdigest()}

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from instanseg_scnp import __version__
 from instanseg_scnp._files import atomic_path, read_json, strict_json, write_text_atomic
 from instanseg_scnp._upstream import quiet_upstream
-from instanseg_scnp.data import DatasetError, common_pixel_size, open_dataset, resolve_data
+from instanseg_scnp.data import DatasetError, common_pixel_size, data_fingerprint, open_dataset, resolve_data
 from instanseg_scnp.evaluation import evaluate_items, load_segmenter, summary_line, write_evaluation
 from instanseg_scnp.export import export_run
 from instanseg_scnp.losses import make_loss
@@ -130,12 +130,15 @@ def train(config: TrainConfig | None = None, *, overwrite: bool = False, progres
     return _run(config, overwrite=overwrite, progress=progress)
 
 
-def resume(run_dir: str | Path, *, progress: bool = False, **settings: object) -> TrainResult:
+def resume(run_dir: str | Path, *, progress: bool = False, allow_changed_data: bool = False,
+           **settings: object) -> TrainResult:
     """Continue a run from its last checkpoint, with the config it was started with.
 
     Only ``device`` and ``workers`` may change; the run then finishes exactly as
-    an uninterrupted one (export and evaluation included). Temporary files that
-    a killed run left behind are removed.
+    an uninterrupted one (export and evaluation included). A dataset file that
+    changed since the run started (size or SHA-256) is refused unless
+    ``allow_changed_data``. Temporary files that a killed run left behind are
+    removed.
     """
     run_dir = require_run_dir(Path(run_dir), CONFIG)
     changed = sorted(set(settings) - set(RESUMABLE))
@@ -146,10 +149,30 @@ def resume(run_dir: str | Path, *, progress: bool = False, **settings: object) -
     if saved["derived"]["world_size"] != world_size:
         raise ValueError(f"{run_dir} was trained by {saved['derived']['world_size']} process(es); resume it with "
                          f"as many (got {world_size}), or its tiles and batches would change")
+    _check_same_data(run_dir, saved["derived"], allow_changed_data)
     remove_stale_files(run_dir)
     config = TrainConfig(**{**upgrade_saved(saved["config"], saved["derived"]), "data": saved["derived"]["data"],
                             "out": run_dir, **settings})
     return _run(config, overwrite=False, progress=progress, resuming=True)
+
+
+def _check_same_data(run_dir: Path, derived: dict, allow_changed: bool) -> None:
+    """Refuse to resume on a dataset file that changed since the run started (older runs recorded no fingerprint)."""
+    recorded = derived.get("data_fingerprint")
+    if recorded is None:
+        return
+    path = derived["data"]
+    if not Path(path).is_file():
+        raise DatasetError(f"cannot resume {run_dir}: its dataset {path!r} no longer exists")
+    current = data_fingerprint(path)
+    if current == recorded:
+        return
+    change = (f"size {recorded['size']} -> {current['size']} bytes" if current["size"] != recorded["size"]
+              else "same size, different SHA-256")
+    if not allow_changed:
+        raise DatasetError(f"cannot resume {run_dir}: its dataset {path!r} changed since the run started ({change}); "
+                           "its first epochs saw other data. Pass --allow-changed-data to resume anyway")
+    logger.warning("resuming %s on a dataset that changed since the run started (%s): %s", run_dir, change, path)
 
 
 @dataclass
@@ -219,7 +242,8 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
         state, best_weights = _load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler, device)
     elif process.is_main:
         create_run_dir(out, overwrite=overwrite)
-        derived = {"data": resolve_data(config.data, root=config.data_root),
+        resolved = resolve_data(config.data, root=config.data_root)
+        derived = {"data": resolved, "data_fingerprint": data_fingerprint(resolved),
                    "pixel_size": pixel_size,
                    "seed_loss": main_losses[0], "mask_loss": main_losses[1], "eval_split": eval_split,
                    "device": str(device), "world_size": process.world_size, "instanseg_scnp": __version__,

@@ -287,3 +287,17 @@ def test_a_truncated_file_is_one_line_naming_it(finished_run, tmp_path, run_cli,
     result = run_cli(*[part.format(run=run, tmp=tmp_path) for part in command], check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert message in result.stderr and str(run / name) in result.stderr
+
+
+def test_resume_refuses_a_dataset_that_changed_unless_allowed(tmp_path, tiny_flags, run_cli):
+    data = tmp_path / "data.pth"
+    torch.save(synthetic_dataset(n_train=4, n_validation=2, n_test=2, shape=(96, 96), rng=0), data)
+    out = tmp_path / "run"
+    train(tiny_config(data, out, epochs=2))
+    recorded = json.loads((out / "config.json").read_text())["derived"]["data_fingerprint"]
+    assert recorded["size"] == data.stat().st_size and len(recorded["sha256"]) == 64
+    torch.save(synthetic_dataset(n_train=4, n_validation=2, n_test=2, shape=(96, 96), rng=1), data)  # edited
+    result = run_cli("train", "--resume", out, check=False)
+    assert result.returncode == 2 and f"its dataset '{data}' changed since the run started" in result.stderr
+    result = run_cli("train", "--resume", out, "--allow-changed-data", check=False)
+    assert result.returncode == 0 and "on a dataset that changed since the run started" in result.stderr
