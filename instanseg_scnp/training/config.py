@@ -140,6 +140,11 @@ class TrainConfig:
                              f"{len(self.layers)} UNet levels, got {self.tile_size}")
         if not self.layers or any(not isinstance(n, numbers.Integral) or n < 1 for n in self.layers):
             raise ValueError(f"layers must be positive ints, got {self.layers!r}")
+        deepest = self.tile_size // 2 ** (len(self.layers) - 1)
+        if self.norm == "BATCH" and self.batch_size * deepest**2 < 2:
+            raise ValueError(f"norm='BATCH' needs more than one value per channel at the deepest UNet level: "
+                             f"batch_size {self.batch_size} x {deepest}x{deepest} px there; raise --batch-size or "
+                             "--tile-size, or use --norm INSTANCE")
         _check_window(self.scnp_window)
         for name in ("lr", "grad_clip"):
             value = getattr(self, name)

@@ -30,6 +30,7 @@ from instanseg_scnp.training.config import upgrade_saved
         ({"lr": float("nan")}, "lr must be a positive number"),
         ({"pixel_size": -0.5}, "pixel_size must be a positive number of µm"),
         ({"layers": (16, 0)}, r"layers must be positive ints, got \(16, 0\)"),
+        ({"norm": "BATCH", "batch_size": 1, "tile_size": 8}, r"batch_size 1 x 1x1 px there"),
     ],
 )
 def test_train_config_rejects_bad_settings(settings, match):
@@ -116,3 +117,22 @@ def test_scnp_label_names_target_window_and_mode():
     assert TrainConfig(scnp="off").scnp_label == "no SCNP"
     assert TrainConfig(scnp="mask+seed", scnp_window=5, scnp_mode="plain+penalized").scnp_label == \
         "SCNP mask+seed w5 plain+penalized"
+
+
+@pytest.mark.parametrize(("batch_size", "tile_size"), [(1, 8), (2, 8), (1, 16)])
+def test_the_batch_norm_rule_is_torchs(batch_size, tile_size):
+    """TrainConfig refuses exactly the shapes at which torch's BatchNorm fails in training (4 UNet levels)."""
+    import torch
+
+    deepest = torch.zeros(batch_size, 4, tile_size // 8, tile_size // 8)
+    try:
+        torch.nn.BatchNorm2d(4).train()(deepest)
+        torch_fails = False
+    except ValueError:
+        torch_fails = True
+    try:
+        TrainConfig(norm="BATCH", batch_size=batch_size, tile_size=tile_size, layers=(8, 8, 8, 8))
+        refused = False
+    except ValueError:
+        refused = True
+    assert refused == torch_fails
