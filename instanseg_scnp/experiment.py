@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from instanseg_scnp._files import read_json
 from instanseg_scnp._options import SCNP_TARGETS, look_up_option
 from instanseg_scnp.comparison import compare_runs, differing_fields, setting_fields
-from instanseg_scnp.rundir import CHECKPOINT, CONFIG, EVALUATION
+from instanseg_scnp.rundir import CHECKPOINT, CONFIG, EVALUATION, overwrite_staging
 from instanseg_scnp.scnp import normalize_window
 from instanseg_scnp.training.config import TrainConfig
 
@@ -58,11 +58,12 @@ class PlannedRun:
 
     @property
     def status(self) -> str:
-        """``finished``, ``resume`` (a checkpoint), ``restart`` (stopped in its first epoch) or ``new``."""
+        """``finished``, ``resume`` (a checkpoint, or one of an unfinished restart), ``restart`` (stopped in its
+        first epoch) or ``new``."""
         out = self.config.out
         if (out / EVALUATION / "summary.json").is_file():
             return "finished"
-        if (out / CHECKPOINT).is_file():
+        if (out / CHECKPOINT).is_file() or (overwrite_staging(out) / CHECKPOINT).is_file():
             return "resume"
         return "restart" if (out / CONFIG).is_file() else "new"
 

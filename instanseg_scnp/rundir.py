@@ -12,7 +12,10 @@
         instanseg.pt         the exported TorchScript model (upstream's inference format)
         evaluation/          per_image.csv and summary.json on the test split
 
-Every file is written through a temporary name and renamed when complete.
+Every file is written through a temporary name and renamed when complete. ``--overwrite``
+builds the new run beside the old one, in ``.NAME.overwrite``, and replaces the old one
+only when the new one has finished: a failed or killed overwrite leaves the old run, and
+``--resume`` finds the unfinished new one.
 """
 
 from __future__ import annotations
@@ -82,6 +85,23 @@ def check_new_run_dir(path: Path, *, overwrite: bool) -> bool:
             raise RunDirError(f"run directory {str(path)!r} also holds files instanseg-scnp did not write "
                               f"({', '.join(unexpected)}); --overwrite would delete them: move them first")
     return occupied
+
+
+def overwrite_staging(path: Path) -> Path:
+    """Where ``--overwrite`` builds the new run beside the old one, until it replaces it: ``.NAME.overwrite``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.overwrite")
+
+
+def replace_run_dir(staging: Path, path: Path) -> None:
+    """Put the finished run in ``staging`` where ``path`` is (two renames), then delete the run it replaced."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.replaced.tmp")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
+    Path(staging).rename(path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def create_run_dir(path: Path, *, overwrite: bool) -> Path:

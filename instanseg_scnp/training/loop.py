@@ -56,7 +56,9 @@ from instanseg_scnp.rundir import (
     RunDirError,
     check_new_run_dir,
     create_run_dir,
+    overwrite_staging,
     remove_stale_files,
+    replace_run_dir,
     require_run_dir,
     write_experiment_log,
     write_metrics,
@@ -140,20 +142,25 @@ def resume(run_dir: str | Path, *, progress: bool = False, allow_changed_data: b
     ``allow_changed_data``. Temporary files that a killed run left behind are
     removed.
     """
-    run_dir = require_run_dir(Path(run_dir), CONFIG)
+    run_dir = Path(run_dir)
+    pending = overwrite_staging(run_dir)
+    source = pending if (pending / CONFIG).is_file() else require_run_dir(run_dir, CONFIG)
+    if source == pending:
+        logger.info("resuming the unfinished --overwrite of %s in %s (the earlier run stays until it ends)",
+                    run_dir, pending)
     changed = sorted(set(settings) - set(RESUMABLE))
     if changed:
         raise ValueError(f"a resumed run keeps its config; only {list(RESUMABLE)} may change, got {changed}")
-    saved = read_json(run_dir / CONFIG)
+    saved = read_json(source / CONFIG)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if saved["derived"]["world_size"] != world_size:
         raise ValueError(f"{run_dir} was trained by {saved['derived']['world_size']} process(es); resume it with "
                          f"as many (got {world_size}), or its tiles and batches would change")
     _check_same_data(run_dir, saved["derived"], allow_changed_data)
-    remove_stale_files(run_dir)
+    remove_stale_files(source)
     config = TrainConfig(**{**upgrade_saved(saved["config"], saved["derived"]), "data": saved["derived"]["data"],
                             "out": run_dir, **settings})
-    return _run(config, overwrite=False, progress=progress, resuming=True)
+    return _run(config, overwrite=False, progress=progress, resuming=True, workdir=source)
 
 
 def _check_same_data(run_dir: Path, derived: dict, allow_changed: bool) -> None:
@@ -195,18 +202,22 @@ class _State:
         return math.isnan(self.best_f1) or f1 > self.best_f1
 
 
-def _run(config: TrainConfig, *, overwrite: bool, progress: bool, resuming: bool = False) -> TrainResult:
+def _run(config: TrainConfig, *, overwrite: bool, progress: bool, resuming: bool = False,
+         workdir: Path | None = None) -> TrainResult:
+    """Train in ``workdir``: ``config.out``, or, when an existing run is overwritten, a sibling folder that
+    replaces it only once the new run has finished (a failed or killed overwrite leaves the old run)."""
     if not resuming:
-        check_new_run_dir(config.out, overwrite=overwrite)  # before any work
+        replacing = check_new_run_dir(config.out, overwrite=overwrite)  # before any work
+        workdir = overwrite_staging(config.out) if replacing else config.out
     process = distributed.start(config.device)
     try:
-        return _train(config, process, overwrite=overwrite, progress=progress and process.is_main,
-                      resuming=resuming)
+        return _train(config, process, workdir=Path(workdir), overwrite=overwrite or workdir != config.out,
+                      progress=progress and process.is_main, resuming=resuming)
     finally:
         distributed.stop(process)
 
 
-def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool, progress: bool,
+def _train(config: TrainConfig, process: distributed.Process, *, workdir: Path, overwrite: bool, progress: bool,
            resuming: bool) -> TrainResult:
     device = process.device
     if config.precision == "fp16" and device.type != "cuda":
@@ -237,7 +248,7 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
                  if config.lr_schedule == "cosine" else torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0, 0))
     scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
 
-    out, state, best_weights = config.out, _State(), None
+    out, state, best_weights = workdir, _State(), None
     if resuming:
         state, best_weights = _load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, scaler, device)
     elif process.is_main:
@@ -289,9 +300,10 @@ def _train(config: TrainConfig, process: distributed.Process, *, overwrite: bool
 
     distributed.check_replicas(process, model)
     if not process.is_main:  # rank 0 alone exports and evaluates; the others are done
-        return TrainResult(out, state.best_epoch, state.best_f1, state.history, out / TORCHSCRIPT, {})
+        return TrainResult(config.out, state.best_epoch, state.best_f1, state.history, config.out / TORCHSCRIPT,
+                           {})
     _save_best(out / BEST_WEIGHTS, best_weights, state)
-    return _finish(config, state, dataset[eval_split], eval_split, device, progress=progress)
+    return _finish(config, out, state, dataset[eval_split], eval_split, device, progress=progress)
 
 
 def _model_arguments(config: TrainConfig, losses: tuple[str, str], pixel_size: float | None) -> dict:
@@ -417,10 +429,10 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, device) ->
     return state, None if best is None else _cpu_copy(best)
 
 
-def _finish(config: TrainConfig, state: _State, items: list[dict], split: str, device: torch.device, *,
+def _finish(config: TrainConfig, out: Path, state: _State, items: list[dict], split: str, device: torch.device, *,
             progress: bool) -> TrainResult:
-    """Curves, TorchScript export of the best epoch, and its evaluation on the held-out split."""
-    out = config.out
+    """Curves, TorchScript export of the best epoch, its evaluation on the held-out split; then the run in
+    ``out`` replaces the one in ``config.out`` if it was built beside it."""
     write_metrics(out, state.history)
     plot_training_curves(state.history, out / CURVES, title=f"{config.preset} preset, {config.setting_label}")
     model_path = export_run(out, example=items[0]["image"], overwrite=True)
@@ -429,6 +441,10 @@ def _finish(config: TrainConfig, state: _State, items: list[dict], split: str, d
     write_evaluation(evaluation, out / EVALUATION, overwrite=True,
                      extra={"split": split, "best_epoch": state.best_epoch, "best_val_f1": best_f1})
     summary = evaluation.summary
+    if out != config.out:
+        replace_run_dir(out, config.out)
+        logger.info("replaced the earlier run in %s", config.out)
     logger.info("best epoch %d (val F1 %.3f); held out, %s -> %s", state.best_epoch + 1, state.best_f1,
-                summary_line(summary), model_path)
-    return TrainResult(out, state.best_epoch, state.best_f1, state.history, model_path, summary)
+                summary_line(summary), config.out / TORCHSCRIPT)
+    return TrainResult(config.out, state.best_epoch, state.best_f1, state.history, config.out / TORCHSCRIPT,
+                       summary)

@@ -301,3 +301,34 @@ def test_resume_refuses_a_dataset_that_changed_unless_allowed(tmp_path, tiny_fla
     assert result.returncode == 2 and f"its dataset '{data}' changed since the run started" in result.stderr
     result = run_cli("train", "--resume", out, "--allow-changed-data", check=False)
     assert result.returncode == 0 and "on a dataset that changed since the run started" in result.stderr
+
+
+def test_a_killed_or_failed_overwrite_leaves_the_old_run_and_resume_finishes_the_new(tiny_data, tiny_flags,
+                                                                                      run_cli, tmp_path):
+    flags = [*tiny_flags, "--data", tiny_data, "-q"]
+    out = tmp_path / "run"
+    run_cli("train", *flags, "--out", out)
+    old_model = (out / "instanseg.pt").read_bytes()
+
+    failing = run_cli("train", *flags, "--out", out, "--overwrite", "--lr", "1e30", "--hotstart", "0",
+                      "--nonfinite-patience", "2", check=False)
+    assert failing.returncode == 1 and (out / "instanseg.pt").read_bytes() == old_model
+
+    process = subprocess.Popen([sys.executable, "-m", "instanseg_scnp", "train", *map(str, flags), "--out", out,
+                                "--overwrite", "--seed", "7", "--epochs", "6", "--epoch-length", "24"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staging = tmp_path / ".run.overwrite"
+    deadline = time.monotonic() + 300
+    while not (staging / "checkpoint.pth").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (staging / "checkpoint.pth").exists(), "the overwrite finished before it could be killed"
+    # the old run is whole and loadable: its model segments through upstream inference
+    assert (out / "instanseg.pt").read_bytes() == old_model and json.loads((out / "config.json").read_text())[
+        "config"]["seed"] == 0
+    assert run_cli("evaluate", out, "--output", tmp_path / "old-evaluation", "-q").returncode == 0
+
+    run_cli("train", "--resume", out, "-q")  # finds the unfinished overwrite and ends it
+    assert not staging.exists() and json.loads((out / "config.json").read_text())["config"]["seed"] == 7
+    assert (out / "instanseg.pt").read_bytes() != old_model and len(pd.read_csv(out / "metrics.csv")) == 6
