@@ -56,21 +56,6 @@ ran, where the data lives, and the preset's name (its values are the resolved fi
 SCNP_FIELDS = ("scnp", "scnp_window", "scnp_mode")
 """The fields in which a setting may differ from its baseline."""
 
-RUN_METRICS = {
-    "pooled_f1_50": ("F1@.5", "higher"),
-    "pooled_f1_50to90_by10": ("F1 .5:.1:.9", "higher"),
-    "mean_pq": ("PQ", "higher"),
-    "mean_count_error": ("count error", "lower"),
-    "mean_splits": ("splits", "lower"),
-    "mean_merges": ("merges", "lower"),
-    "mean_fragmented": ("fragmented", "lower"),
-    "mean_beta0_error": ("β0 error", "lower"),
-    "mean_beta1_error": ("β1 error", "lower"),
-    "mean_roundness_error": ("roundness error", "lower"),
-    "mean_circularity_error": ("circularity error", "lower"),
-}
-"""Summary key -> (column title, which way is better), for the runs table (mean ± std over seeds).
-F1 is pooled over the images as upstream reports it; the rest are means over images."""
 PAIRED_METRICS = {
     "f1_50": ("F1@.5", "higher"),
     "f1_50to90_by10": ("F1 .5:.1:.9", "higher"),
@@ -85,6 +70,10 @@ PAIRED_METRICS = {
     "circularity_error": ("circularity error", "lower"),
 }
 """Per-image column -> (title, which way is better), for the paired differences."""
+RUN_METRICS = {(f"pooled_{key}" if key.startswith("f1") else f"mean_{key}"): value
+               for key, value in PAIRED_METRICS.items()}
+"""Summary key -> (column title, which way is better), for the runs table (mean ± std over seeds):
+the same metrics, F1 pooled over the images as upstream reports it, the rest means over images."""
 N_BOOTSTRAP = 2000
 """Bootstrap draws per CI."""
 COMPARISON_FILES = ("comparison.md", "runs.csv", "per_image.csv", "paired.csv", "comparison.png", "epochs.csv",
