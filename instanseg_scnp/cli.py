@@ -342,3 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"instanseg-scnp {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the machine's fault (a full disk, permissions): one line, exit status 1
+        if args.verbose:
+            raise
+        print(f"instanseg-scnp {args.command}: error: {error}", file=sys.stderr)
+        return 1

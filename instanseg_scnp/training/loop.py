@@ -401,11 +401,16 @@ def _save_best(path: Path, weights: dict | None, state: _State) -> None:
 
 
 def _save_checkpoint(path: Path, state: _State, model, optimizer, scheduler, scaler, best_weights) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({
-            "state": dataclasses.asdict(state), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best_model": best_weights,
-        }, tmp)
+    """The checkpoint, written aside then renamed: a failed write (a full disk) leaves the previous one."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({
+                "state": dataclasses.asdict(state), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best_model": best_weights,
+            }, tmp)
+    except (OSError, RuntimeError) as error:  # torch reports a failed write as either
+        raise OSError(f"cannot write the checkpoint {str(path)!r} ({error}); the previous checkpoint is intact: "
+                      "free some space, then --resume") from error
 
 
 def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, device) -> tuple[_State, dict | None]:

@@ -17,7 +17,7 @@ from instanseg.utils.loss.instanseg_loss import InstanSeg
 from instanseg.utils.model_loader import load_model
 
 from instanseg_scnp import SCNPTerm
-from instanseg_scnp.data import synthetic_dataset
+from instanseg_scnp.data import DatasetError, check_dataset, synthetic_dataset
 from instanseg_scnp.mask_losses import OUR_MASK_LOSSES
 from instanseg_scnp.rundir import RunDirError
 from instanseg_scnp.training import TrainConfig, resume, train
@@ -332,3 +332,32 @@ def test_a_killed_or_failed_overwrite_leaves_the_old_run_and_resume_finishes_the
     run_cli("train", "--resume", out, "-q")  # finds the unfinished overwrite and ends it
     assert not staging.exists() and json.loads((out / "config.json").read_text())["config"]["seed"] == 7
     assert (out / "instanseg.pt").read_bytes() != old_model and len(pd.read_csv(out / "metrics.csv")) == 6
+
+
+def test_a_full_disk_while_checkpointing_names_the_file_and_keeps_the_previous_checkpoint(tiny_data, tmp_path,
+                                                                                          monkeypatch):
+    save = torch.save
+
+    def disk_fills_after_the_first_checkpoint(obj, path, *args, **kwargs):
+        if "checkpoint" in str(path) and (tmp_path / "run" / "checkpoint.pth").exists():
+            raise OSError(28, "No space left on device")
+        return save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_fills_after_the_first_checkpoint)
+    with pytest.raises(OSError, match=r"cannot write the checkpoint .*checkpoint.pth.* previous checkpoint is intact"):
+        train(tiny_config(tiny_data, tmp_path / "run"))
+    monkeypatch.setattr(torch, "save", save)
+    assert torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=False)["state"]["epoch"] == 1
+    assert not list((tmp_path / "run").glob(".*tmp"))
+
+
+def test_a_nan_image_stops_training_before_anything_is_written(tmp_path):
+    data = synthetic_dataset(n_train=2, n_validation=1, n_test=1, shape=(64, 64), rng=0)
+    data["Test"][0]["image"] = data["Test"][0]["image"].astype(np.float32)
+    data["Test"][0]["image"][5, 5] = np.nan
+    torch.save(data, tmp_path / "nan.pth")
+    with pytest.raises(DatasetError, match=r"Test\[0\]: image has 1 NaN or infinite pixel"):
+        train(tiny_config(tmp_path / "nan.pth", tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(DatasetError, match=r"Test\[0\]: image has 1 NaN"):
+        check_dataset(tmp_path / "nan.pth")  # prepare --check
