@@ -361,3 +361,15 @@ def test_a_nan_image_stops_training_before_anything_is_written(tmp_path):
     assert not (tmp_path / "run").exists()
     with pytest.raises(DatasetError, match=r"Test\[0\]: image has 1 NaN"):
         check_dataset(tmp_path / "nan.pth")  # prepare --check
+
+
+def test_resume_before_any_best_epoch_says_so(finished_run, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run.run_dir, run)
+    checkpoint = torch.load(run / "checkpoint.pth", weights_only=False)
+    checkpoint["state"].update(best_epoch=-1, best_f1=math.nan)  # as after a hotstart epoch
+    torch.save(checkpoint, run / "checkpoint.pth")
+    with caplog.at_level("INFO", logger="instanseg_scnp"):
+        resume(run)
+    resuming = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("resuming"))
+    assert "no best epoch yet" in resuming and "nan" not in resuming
