@@ -8,7 +8,8 @@ exactly as a user of the exported file would run it; the metrics are
     per_cell.csv    one row per cell, predicted and ground truth: area, perimeter, circularity, roundness, ...
     pairs.csv       one row per matched cell pair (IoU >= 0.5): both cells' roundness and circularity
     summary.json    dataset-level numbers (below)
-    evaluation.png  Betti-0 error per image; roundness and circularity, prediction against ground truth
+    evaluation.png  splits, merges and count error per image; roundness and circularity, prediction against
+                    ground truth
 """
 
 from __future__ import annotations
