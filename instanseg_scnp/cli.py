@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Group runs into settings (runs that differ only in --seed, --out, --device, --workers, "
                     "--data-root or --preset are one setting), pair each SCNP setting's runs with its baseline's "
                     "by seed and test image, and print a Markdown report: mean ± std over seeds, and the paired "
-                    "differences with 95%% bootstrap CIs (bold only where the CI excludes 0). Writes "
+                    "differences with 95% bootstrap CIs (bold only where the CI excludes 0). Writes "
                     "comparison.md, runs.csv, per_image.csv, paired.csv, comparison.png, and the validation "
                     "curves (epochs.csv, curves.png).")
     compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished run directories")
