@@ -193,12 +193,13 @@ class _State:
     history: list[dict] = dataclasses.field(default_factory=list)
 
     def improves(self, f1: float, val_loss: float) -> bool:
-        """A higher validation F1; a defined F1 beats an undefined one (no cells to find),
-        and between undefined ones the lower validation loss wins."""
+        """A higher validation F1; a defined F1 beats an undefined one (no cells to find); between equal or
+        undefined ones the lower validation loss wins (ours: a run whose F1 stays 0 would otherwise keep its
+        first candidate epoch, however much it trained after)."""
         if self.best_epoch < 0:
             return True
-        if math.isnan(f1):
-            return math.isnan(self.best_f1) and val_loss < self.best_val_loss
+        if math.isnan(f1) or f1 == self.best_f1:
+            return (math.isnan(self.best_f1) or f1 == self.best_f1) and val_loss < self.best_val_loss
         return math.isnan(self.best_f1) or f1 > self.best_f1
 
 

@@ -60,7 +60,10 @@ def test_run_directory_has_upstreams_layout_and_our_logs(finished_run):
 def test_best_weights_are_the_best_main_epoch_and_upstream_rebuilds_them(finished_run):
     metrics = pd.read_csv(finished_run.run_dir / "metrics.csv")
     main = metrics[metrics["phase"] == "main"]
-    assert finished_run.best_epoch == int(main.loc[main["val_f1"].idxmax(), "epoch"])
+    # the highest F1; among equal ones, the lowest validation loss; then the earliest
+    chosen = main.assign(f1=main["val_f1"].fillna(-1)).sort_values(["f1", "val_loss", "epoch"],
+                                                                   ascending=[False, True, True])
+    assert finished_run.best_epoch == int(chosen["epoch"].iloc[0])
     best = torch.load(finished_run.run_dir / "model_weights.pth", weights_only=False)
     assert best["epoch"] == finished_run.best_epoch and best["f1_score"] == pytest.approx(finished_run.best_f1)
     model, arguments = load_model(folder="", path=str(finished_run.run_dir))  # upstream's loader
@@ -173,7 +176,10 @@ def test_best_epoch_rule():
     assert not state.improves(math.nan, 6.0) and state.improves(math.nan, 4.0)  # no F1 yet: the loss decides
     assert state.improves(0.1, 9.0)  # any F1 beats none
     state.best_f1 = 0.3
-    assert not state.improves(math.nan, 0.1) and not state.improves(0.3, 0.1) and state.improves(0.31, 9.0)
+    assert not state.improves(math.nan, 0.1) and state.improves(0.31, 9.0) and not state.improves(0.29, 0.1)
+    assert state.improves(0.3, 4.0) and not state.improves(0.3, 6.0)  # equal F1: the loss decides
+    state.best_f1 = 0.0
+    assert state.improves(0.0, 4.0)  # an F1 stuck at 0 does not freeze the choice on the first epoch
 
 
 def test_resume_needs_the_same_number_of_processes(finished_run, monkeypatch):
