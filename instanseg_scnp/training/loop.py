@@ -89,7 +89,7 @@ class TrainResult:
     ----------
     run_dir : Path
     best_epoch : int
-        The epoch of ``model_weights.pth`` (0-based), chosen by validation F1 among
+        The epoch of ``model_weights.pth`` (0-based), chosen by validation F1 (ties: validation loss) among
         the epochs after the hotstart.
     best_f1 : float
         Its validation F1 (upstream's, averaged over IoU 0.5-0.9).
