@@ -4,6 +4,7 @@ strictly."""
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import math
 import os
@@ -49,7 +50,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def check_replaceable(path: str | os.PathLike, *, overwrite: bool, ours: Collection[str] | None = None) -> None:
     """Raise ``FileExistsError`` unless ``path`` may be written: absent, or ``overwrite`` and ours to replace.
 
-    With ``ours`` (the names this project writes in such a folder), an existing
+    With ``ours`` (the names, or patterns, this project writes in such a folder), an existing
     folder is replaced only when every entry in it is one of them: ``--overwrite``
     never deletes a user's file that happens to sit in an output folder.
     """
@@ -63,10 +64,16 @@ def check_replaceable(path: str | os.PathLike, *, overwrite: bool, ours: Collect
     if not path.is_dir():
         raise FileExistsError(f"{str(path)!r} is a file, not a folder this project wrote; --overwrite replaces only "
                               "such folders: choose another output")
-    unexpected = sorted(entry.name for entry in path.iterdir() if entry.name not in ours)
+    unexpected = foreign_entries(path, ours)
     if unexpected:
         raise FileExistsError(f"{str(path)!r} holds files this project did not write ({', '.join(unexpected)}); "
                               "--overwrite replaces only its own output folders: move them or choose another output")
+
+
+def foreign_entries(folder: str | os.PathLike, ours: Collection[str]) -> list[str]:
+    """The names in ``folder`` that match none of ``ours`` (names or :mod:`fnmatch` patterns), sorted."""
+    return sorted(entry.name for entry in Path(folder).iterdir()
+                  if not any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in ours))
 
 
 def strict_json(data: object) -> str:

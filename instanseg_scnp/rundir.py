@@ -20,15 +20,13 @@ only when the new one has finished: a failed or killed overwrite leaves the old 
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import logging
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from instanseg_scnp._files import atomic_path
+from instanseg_scnp._files import atomic_path, foreign_entries, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +53,8 @@ RUN_ENTRIES = (CONFIG, EXPERIMENT_LOG, BEST_WEIGHTS, CHECKPOINT, METRICS, CURVES
 def is_run_dir(path: Path) -> bool:
     """Whether ``path`` holds a run this project wrote: a ``config.json`` with the version that wrote it."""
     try:
-        saved = json.loads((Path(path) / CONFIG).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        saved = read_json(Path(path) / CONFIG)
+    except (FileNotFoundError, ValueError):
         return False
     return isinstance(saved, dict) and "instanseg_scnp" in (saved.get("derived") or {})
 
@@ -79,8 +77,7 @@ def check_new_run_dir(path: Path, *, overwrite: bool) -> bool:
         raise RunDirError(f"{str(path)!r} is not empty and is not a run directory (no {CONFIG} written by "
                           "instanseg-scnp); --overwrite only replaces run directories: choose another --out")
     if occupied:
-        unexpected = sorted(entry.name for entry in path.iterdir()
-                            if not any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in RUN_ENTRIES))
+        unexpected = foreign_entries(path, RUN_ENTRIES)
         if unexpected:
             raise RunDirError(f"run directory {str(path)!r} also holds files instanseg-scnp did not write "
                               f"({', '.join(unexpected)}); --overwrite would delete them: move them first")
