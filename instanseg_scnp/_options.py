@@ -44,6 +44,20 @@ def look_up_option(value: object, choices: Iterable[str], *, name: str,
     raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}")
 
 
+NO_SCNP = "no SCNP"
+"""The label of the SCNP-off setting, the baseline."""
+
+
+def is_baseline(label: str) -> bool:
+    """Whether a :func:`scnp_label` or :func:`setting_label` names the SCNP-off setting."""
+    return label.startswith(NO_SCNP)
+
+
+def baselines_first(label: str) -> tuple[bool, str]:
+    """Sort key for setting labels: the SCNP-off settings first, then by name."""
+    return not is_baseline(label), label
+
+
 def scnp_label(scnp: str, window: object, mode: str) -> str:
     """SCNP settings in words, for tables and plots: ``"no SCNP"``, ``"SCNP mask+seed w5 plain+penalized"``.
 
@@ -53,7 +67,7 @@ def scnp_label(scnp: str, window: object, mode: str) -> str:
     ('no SCNP', 'SCNP mask w3 plain+penalized')
     """
     if scnp == "off":
-        return "no SCNP"
+        return NO_SCNP
     return f"SCNP {scnp} w{window} {mode}"
 
 

@@ -43,7 +43,7 @@ import pandas as pd
 from scipy import stats
 
 from instanseg_scnp._files import atomic_directory, check_replaceable, read_json
-from instanseg_scnp._options import setting_label
+from instanseg_scnp._options import baselines_first, setting_label
 from instanseg_scnp.plots import plot_comparison, plot_validation_curves
 from instanseg_scnp.rundir import CONFIG, EVALUATION, METRICS, require_run_dir
 from instanseg_scnp.training.config import TrainConfig, upgrade_saved
@@ -320,7 +320,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     grouped = runs.groupby(["data", "setting"], sort=False)
     table = grouped[columns].agg(["mean", "std"])
     table.insert(0, ("seeds", ""), grouped["seed"].nunique())
-    order = sorted(table.index, key=lambda key: (key[0], not key[1].startswith("no SCNP"), key[1]))
+    order = sorted(table.index, key=lambda key: (key[0], *baselines_first(key[1])))
     return table.loc[order]
 
 

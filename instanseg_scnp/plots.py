@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from instanseg_scnp._files import atomic_path
+from instanseg_scnp._options import baselines_first, is_baseline
 
 
 def plot_training_curves(history: list[dict], path: str | Path, *, title: str | None = None) -> Path:
@@ -68,8 +69,9 @@ def plot_comparison(runs: pd.DataFrame, metrics: dict[str, str], path: str | Pat
     (runs are paired by seed: the line shows how one seed moved between settings)."""
     metrics = {key: title for key, title in metrics.items() if key in runs}
     labels = runs["data"] + ": " + runs["setting"]
-    settings = list(dict.fromkeys(sorted(labels, key=lambda label: (label.split(": ")[0],
-                                                                     ": no SCNP" not in label, label))))
+    pairs = sorted(set(zip(runs["data"], runs["setting"], strict=True)),
+                   key=lambda pair: (pair[0], *baselines_first(pair[1])))
+    settings = [f"{data}: {setting}" for data, setting in pairs]
     position = labels.map({setting: index for index, setting in enumerate(settings)})
     columns = min(4, len(metrics))
     rows = -(-len(metrics) // columns)
@@ -77,12 +79,12 @@ def plot_comparison(runs: pd.DataFrame, metrics: dict[str, str], path: str | Pat
     for index, (key, title) in enumerate(metrics.items()):
         axes = figure.add_subplot(rows, columns, index + 1)
         values = runs[key].astype(float)
-        for seed, members in runs.groupby("seed").groups.items():
+        for _, members in runs.groupby(["data", "seed"]).groups.items():  # a seed's runs on one dataset
             order = position[members].sort_values().index
             axes.plot(values[order], position[order], "-", color="0.75", linewidth=0.8, zorder=1)
         for at, setting in enumerate(settings):
             chosen = values[labels == setting]
-            color = "0.6" if ": no SCNP" in setting else f"C{at % 10}"
+            color = "0.6" if is_baseline(pairs[at][1]) else f"C{at % 10}"
             axes.barh(at, chosen.mean(), color=color, alpha=0.4, zorder=0)
             axes.plot(chosen, np.full(len(chosen), at), "o", color=color, markersize=4, zorder=2)
         axes.set_yticks(range(len(settings)), settings if index % columns == 0 else [""] * len(settings),
@@ -102,9 +104,9 @@ def plot_validation_curves(epochs: pd.DataFrame, path: str | Path) -> Path:
     figure = Figure(figsize=(7.5, 3.6 * len(datasets)), layout="constrained")
     for axes, data in zip(np.atleast_1d(figure.subplots(len(datasets), 1)), datasets, strict=True):
         chosen = epochs[epochs["data"] == data]
-        settings = sorted(set(chosen["setting"]), key=lambda name: (not name.startswith("no SCNP"), name))
+        settings = sorted(set(chosen["setting"]), key=baselines_first)
         for index, setting in enumerate(settings):
-            color = "0.4" if setting.startswith("no SCNP") else f"C{index % 10}"
+            color = "0.4" if is_baseline(setting) else f"C{index % 10}"
             runs = chosen[chosen["setting"] == setting]
             for _, run in runs.groupby("run"):
                 axes.plot(run["epoch"] + 1, run["val_f1"], color=color, alpha=0.3, linewidth=0.8)
