@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from instanseg_scnp._files import read_json
+from instanseg_scnp._logs import PACKAGE_LOGGER, send_package_logs
 from instanseg_scnp._options import DEPRECATED_MODES, DEPRECATED_TARGETS, SCNP_TARGETS
 from instanseg_scnp.data import DATA_DIR_ENV, DATASETS, SPLITS
 from instanseg_scnp.experiment import SET_BY_EXPERIMENT
@@ -25,7 +26,7 @@ from instanseg_scnp.losses import MASK_LOSSES, SEED_LOSSES
 from instanseg_scnp.training.config import TrainConfig
 from instanseg_scnp.training.presets import PRESETS
 
-logger = logging.getLogger("instanseg_scnp")
+logger = logging.getLogger(PACKAGE_LOGGER)
 
 _CHOICES = {"seed_loss": SEED_LOSSES, "mask_loss": MASK_LOSSES}
 _DEPRECATED = {"scnp": DEPRECATED_TARGETS, "scnp_mode": DEPRECATED_MODES}
@@ -320,11 +321,7 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun: one rank reports
         level = max(level, logging.WARNING)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    logger.handlers[:] = [handler]
-    logger.setLevel(level)
-    logger.propagate = False
+    send_package_logs(logging.StreamHandler(sys.stderr), level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from instanseg_scnp._files import read_json
+from instanseg_scnp._logs import send_package_logs
 from instanseg_scnp._options import SCNP_TARGETS, look_up_option
 from instanseg_scnp.comparison import compare_runs, differing_fields, setting_fields
 from instanseg_scnp.rundir import CHECKPOINT, CONFIG, EVALUATION, overwrite_staging
@@ -187,12 +188,7 @@ def _train_one(config_json: str, status: str, log_path: str, threads: int | None
 
     from instanseg_scnp.training import resume, train
 
-    handler = logging.FileHandler(log_path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    package = logging.getLogger("instanseg_scnp")
-    package.handlers[:] = [handler]
-    package.setLevel(logging.INFO)
-    package.propagate = False
+    send_package_logs(logging.FileHandler(log_path), logging.INFO)
     if threads is not None:
         torch.set_num_threads(threads)
     config = TrainConfig.from_json(config_json)
