@@ -106,3 +106,19 @@ def test_summary_json_is_strict_json_with_null_for_no_value(items, tmp_path):
     summary = json.loads((folder / "summary.json").read_text(), parse_constant=refuse)
     assert summary["cell_roundness"] is None and summary["mean_roundness_error"] is None
     assert summary["pooled_f1_50"] == 0.0
+
+
+@pytest.mark.filterwarnings("ignore:Sparse:UserWarning")  # raised inside upstream's sparse IoU
+def test_pooled_f1_by_tenths_is_upstreams_reported_mean_f1(items):
+    """Oracle: upstream's ``compute_and_export_metrics``, which InstanSeg reports a dataset's mean_f1 with."""
+    import torch
+    from instanseg.utils.metrics import compute_and_export_metrics
+
+    truth = {id(item["image"]): item["nucleus_masks"] for item in items}
+    evaluation = evaluate_items(lambda image, size: shifted(image, size, lookup=truth), items)
+    gt = [torch.from_numpy(item["nucleus_masks"].astype(np.int32)) for item in items]
+    pred = [torch.from_numpy(np.roll(item["nucleus_masks"], 2, axis=1).astype(np.int32)) for item in items]
+    mean_f1, f1_05 = compute_and_export_metrics(gt, pred, None, "nuclei", return_metrics=True, verbose=False)
+    assert 0 < mean_f1 < 1
+    assert evaluation.summary["pooled_f1_50to90_by10"] == pytest.approx(mean_f1, abs=1e-8)
+    assert evaluation.summary["pooled_f1_50"] == pytest.approx(f1_05, abs=1e-8)
