@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from instanseg_scnp import scnp
 from instanseg_scnp.data import synthetic_image
+from instanseg_scnp.upstream import InstanceCrops
 
 from napari_instanseg_scnp._compute import crop_penalty, map_penalty
-from napari_instanseg_scnp._model import InstanceCrops
 from napari_instanseg_scnp._sample_data import threshold_logits
 
 WINDOWS = (3, 5, 9)

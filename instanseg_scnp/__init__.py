@@ -1,49 +1,23 @@
 """SCNP (Same-Class Neighbor Penalization) for training InstanSeg cell models.
 
-Importing the package registers the SCNP loss names with upstream InstanSeg
-(:func:`instanseg_scnp.losses.install`), so upstream tools can re-load runs
-whose ``experiment_log.csv`` records them. ``train``, ``resume`` and
-``TrainConfig`` load the training stack on first use.
+Importing the package is light: it loads the operator (torch) and nothing of
+upstream InstanSeg, MONAI or matplotlib, and patches nothing. The loss hook is
+installed into upstream on first use (:func:`make_loss`, :func:`train`), or by
+:func:`register` for users who re-load runs with upstream's own tools. The other
+names load on first access.
 """
 
-import importlib
-
-from instanseg_scnp.losses import (
-    SCNPTerm,
-    install,
-    is_installed,
-    loss_name,
-    make_loss,
-    parse_loss_name,
-    uninstall,
-)
+from instanseg_scnp._lazy import lazy_exports
 from instanseg_scnp.scnp import SCNP, normalize_window, same_class_max, scnp
 
-_LAZY = {"TrainConfig": "instanseg_scnp.training", "train": "instanseg_scnp.training",
-         "resume": "instanseg_scnp.training"}
-
-__all__ = [
-    "SCNP",
-    "SCNPTerm",
-    "TrainConfig",
-    "install",
-    "is_installed",
-    "loss_name",
-    "make_loss",
-    "normalize_window",
-    "parse_loss_name",
-    "resume",
-    "same_class_max",
-    "scnp",
-    "train",
-    "uninstall",
-]
 __version__ = "0.1.0"
 
-install()
+_UPSTREAM = ("SCNPTerm", "loss_name", "parse_loss_name", "install", "is_installed", "make_loss", "register",
+             "uninstall", "ModelOutputs", "load_model", "model_outputs", "prepare_image", "segment")
+_TRAINING = ("TrainConfig", "resume", "train")
 
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'instanseg_scnp' has no attribute {name!r}")
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {**dict.fromkeys(_UPSTREAM, "instanseg_scnp.upstream"), **dict.fromkeys(_TRAINING, "instanseg_scnp.training")},
+    eager={"SCNP": SCNP, "normalize_window": normalize_window, "same_class_max": same_class_max, "scnp": scnp},
+)

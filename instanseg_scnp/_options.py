@@ -1,4 +1,8 @@
-"""String options shared by the loss hook, the config, the CLI and the tables, and one lookup for them."""
+"""String options shared by the loss hook, the config, the CLI, the plugin and the tables, and one lookup for them.
+
+Dependency-free on purpose: the CLI's ``--help`` and the config read the choices
+here without importing torch, upstream InstanSeg or MONAI.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,15 @@ SCNP_TARGETS = ("off", "mask", "seed", "mask+seed")
 """Which loss terms get SCNP."""
 MODES = ("penalized", "plain+penalized")
 """How SCNP enters a term: L(z~) alone, or L(z) + weight * L(z~)."""
+UPSTREAM_MASK_LOSSES = ("lovasz_hinge", "dice_loss", "dicefocal_loss", "general_dice_loss")
+"""Upstream InstanSeg's instance-mask losses."""
+ADDED_MASK_LOSSES = ("cedice", "tversky", "focal", "rwloss")
+"""Instance-mask losses this package adds (:mod:`instanseg_scnp.upstream.mask_losses`)."""
+MASK_LOSSES = (*UPSTREAM_MASK_LOSSES, *ADDED_MASK_LOSSES)
+SEED_LOSSES = ("binary_xloss", "l1_distance", "l2_distance")
+"""Upstream's seed losses that take SCNP."""
+UPSTREAM_ONLY_SEED_LOSSES = ("distance_and_binary_loss",)
+"""Upstream's two-channel seed loss: accepted as a plain name, not with SCNP."""
 DEPRECATED_TARGETS = {"both": "mask+seed"}
 DEPRECATED_MODES = {"both": "plain+penalized"}
 """Spellings of earlier versions, still accepted with a FutureWarning."""

@@ -19,10 +19,9 @@ from pathlib import Path
 
 from instanseg_scnp._files import read_json
 from instanseg_scnp._logs import PACKAGE_LOGGER, send_package_logs
-from instanseg_scnp._options import DEPRECATED_MODES, DEPRECATED_TARGETS, SCNP_TARGETS
+from instanseg_scnp._options import DEPRECATED_MODES, DEPRECATED_TARGETS, MASK_LOSSES, SCNP_TARGETS, SEED_LOSSES
 from instanseg_scnp.data import DATA_DIR_ENV, DATASETS, SPLITS
 from instanseg_scnp.experiment import SET_BY_EXPERIMENT
-from instanseg_scnp.losses import MASK_LOSSES, SEED_LOSSES
 from instanseg_scnp.training.config import TrainConfig
 from instanseg_scnp.training.presets import PRESETS
 
@@ -248,7 +247,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from instanseg_scnp.export import export_run
+    from instanseg_scnp.upstream import export_run
 
     print(export_run(args.run_dir, args.output, overwrite=args.overwrite))
     return 0

@@ -1,7 +1,7 @@
 """Evaluate an exported model on a dataset split: per-image and per-cell tables, a summary, plots.
 
-The model runs through upstream's own inference class (``instanseg.InstanSeg``),
-exactly as a user of the exported file would run it; the metrics are
+The model runs through upstream's own inference class (``instanseg.InstanSeg``,
+by :func:`instanseg_scnp.segment`), exactly as a user of the exported file would run it; the metrics are
 :mod:`instanseg_scnp.metrics`. An evaluation folder holds::
 
     per_image.csv   one row per image: F1, PQ, count and Betti errors, split/merge/... counts, shape errors
@@ -21,12 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from instanseg_scnp._files import atomic_directory, check_replaceable, read_json, strict_json
 from instanseg_scnp._options import look_up_option
-from instanseg_scnp._upstream import pad_for_inference, quiet_upstream
 from instanseg_scnp.data import SPLITS, open_dataset
 from instanseg_scnp.metrics import (
     DEFAULT_THRESHOLDS,
@@ -92,38 +90,23 @@ class Evaluation:
 
 
 def load_segmenter(model_path: str | Path, *, device: str = "cpu", **postprocessing: float) -> Segmenter:
-    """``segment(image, pixel_size) -> labels`` through upstream inference on a TorchScript file.
+    """``segment(image, pixel_size) -> labels`` of an exported model, through upstream's inference class.
 
-    ``image`` is (H, W, C); a one-channel image is repeated to the three channels
-    the model takes, and an image under 64 px a side is padded for upstream (see
-    :data:`instanseg_scnp._upstream.MIN_INFERENCE_SIZE`). ``pixel_size`` (µm) lets
-    upstream rescale to the model's. ``postprocessing`` overrides the exported
-    defaults (``seed_threshold=``, ``mask_threshold=``, ``peak_distance=``, ...).
+    ``image`` is (H, W, C) or (H, W); :func:`instanseg_scnp.segment` prepares it
+    (channels repeated to three, padding of small images). ``pixel_size`` (µm)
+    lets upstream rescale to the model's. ``postprocessing`` overrides the
+    exported defaults (``seed_threshold=``, ``mask_threshold=``, ``peak_distance=``, ...).
     """
-    from instanseg import InstanSeg
+    from instanseg_scnp.upstream import load_model, segment
 
-    path = Path(model_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
-    try:
-        with quiet_upstream():
-            scripted = torch.jit.load(str(path), map_location=device)
-    except (RuntimeError, OSError, EOFError, ValueError) as error:  # what torch raises on a truncated file
-        raise ValueError(f"{str(path)!r} is not a readable TorchScript model ({type(error).__name__}); was it "
-                         "truncated? Export it again: instanseg-scnp export RUN_DIR --overwrite") from error
-    with quiet_upstream():
-        instanseg = InstanSeg(scripted, device=device, verbosity=0)
+    model = load_model(model_path, device=device)
 
-    def segment(image: np.ndarray, pixel_size: float | None = None) -> np.ndarray:
-        padded, crop = pad_for_inference(np.asarray(image, np.float32))
-        tensor = torch.from_numpy(np.moveaxis(padded, -1, 0).copy())
-        if tensor.shape[0] == 1:
-            tensor = tensor.repeat(3, 1, 1)
-        with quiet_upstream():
-            labels = instanseg.eval_small_image(tensor, pixel_size, return_image_tensor=False, **postprocessing)
-        return labels.squeeze().cpu().numpy().astype(np.int32)[crop]
+    def segment_image(image: np.ndarray, pixel_size: float | None = None) -> np.ndarray:
+        image = np.asarray(image)
+        return segment(model, image, channel_axis=-1 if image.ndim == 3 else None, pixel_size=pixel_size,
+                       **postprocessing)
 
-    return segment
+    return segment_image
 
 
 def evaluate_items(segment: Segmenter, items: list[dict], *, progress: bool = False) -> Evaluation:

@@ -33,7 +33,6 @@ from tqdm.auto import tqdm
 from instanseg_scnp._files import read_json
 from instanseg_scnp._logs import send_package_logs
 from instanseg_scnp._options import SCNP_TARGETS, look_up_option
-from instanseg_scnp.comparison import compare_runs, differing_fields, setting_fields
 from instanseg_scnp.rundir import CHECKPOINT, CONFIG, EVALUATION, overwrite_staging
 from instanseg_scnp.scnp import normalize_window
 from instanseg_scnp.training.config import TrainConfig
@@ -110,6 +109,8 @@ def plan_experiment(out: str | Path, *, targets: Sequence[str] = SCNP_TARGETS, s
 
 def check_existing_runs(runs: list[PlannedRun]) -> None:
     """Refuse a run directory that holds a run of other settings (e.g. after changing a flag between invocations)."""
+    from instanseg_scnp.comparison import differing_fields, setting_fields  # pandas, SciPy: not for --help
+
     for run in runs:
         if run.status == "new":
             continue
@@ -179,6 +180,8 @@ def run_experiment(out: str | Path, *, targets: Sequence[str] = SCNP_TARGETS, se
     if failures:
         raise ExperimentError(f"{len(failures)} of {len(todo)} runs failed (logs in {logs}); fix the cause and run "
                               "the experiment again to finish them:\n  " + "\n  ".join(failures))
+    from instanseg_scnp.comparison import compare_runs
+
     return compare_runs([run.config.out for run in runs], Path(out) / "comparison", overwrite=True)
 
 

@@ -1,4 +1,7 @@
-"""PNG figures of runs, drawn on matplotlib ``Figure`` objects (no pyplot, no global state)."""
+"""PNG figures of runs, drawn on matplotlib ``Figure`` objects (no pyplot, no global state).
+
+matplotlib is imported inside the functions that draw: importing this module does not load it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from instanseg_scnp._files import atomic_path
 from instanseg_scnp._options import baselines_first, is_baseline
@@ -14,6 +16,8 @@ from instanseg_scnp._options import baselines_first, is_baseline
 
 def plot_training_curves(history: list[dict], path: str | Path, *, title: str | None = None) -> Path:
     """Training and validation loss, and validation F1, per epoch; hotstart epochs shaded; ``title`` above."""
+    from matplotlib.figure import Figure
+
     table = pd.DataFrame(history)
     epochs = table["epoch"] + 1
     figure = Figure(figsize=(9, 3.5), layout="constrained")
@@ -39,6 +43,8 @@ def plot_training_curves(history: list[dict], path: str | Path, *, title: str | 
 def plot_evaluation(per_image: pd.DataFrame, per_cell: pd.DataFrame, path: str | Path) -> Path:
     """Instance errors per image (splits, merges, count error), and roundness and circularity histograms,
     prediction against ground truth."""
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(13, 3.8), layout="constrained")
     error_axes, *shape_axes = figure.subplots(1, 3)
     positions = np.arange(len(per_image))
@@ -67,6 +73,8 @@ def plot_evaluation(per_image: pd.DataFrame, per_cell: pd.DataFrame, path: str |
 def plot_comparison(runs: pd.DataFrame, metrics: dict[str, str], path: str | Path) -> Path:
     """One panel per metric: each run as a dot, each setting's mean as a bar, each seed's runs joined by a line
     (runs are paired by seed: the line shows how one seed moved between settings)."""
+    from matplotlib.figure import Figure
+
     metrics = {key: title for key, title in metrics.items() if key in runs}
     labels = runs["data"] + ": " + runs["setting"]
     pairs = sorted(set(zip(runs["data"], runs["setting"], strict=True)),
@@ -100,6 +108,8 @@ def plot_comparison(runs: pd.DataFrame, metrics: dict[str, str], path: str | Pat
 def plot_validation_curves(epochs: pd.DataFrame, path: str | Path) -> Path:
     """Validation F1 per epoch of every run (thin), and each setting's mean over seeds (thick), one panel per
     dataset: whether the runs had stopped improving."""
+    from matplotlib.figure import Figure
+
     datasets = list(dict.fromkeys(epochs["data"]))
     figure = Figure(figsize=(7.5, 3.6 * len(datasets)), layout="constrained")
     for axes, data in zip(np.atleast_1d(figure.subplots(len(datasets), 1)), datasets, strict=True):

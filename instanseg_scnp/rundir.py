@@ -24,8 +24,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import pandas as pd
-
 from instanseg_scnp._files import atomic_path, foreign_entries, read_json
 
 logger = logging.getLogger(__name__)
@@ -131,11 +129,15 @@ def require_run_dir(path: Path, *names: str) -> Path:
 
 def write_experiment_log(path: Path, arguments: dict) -> None:
     """Upstream's ``experiment_log.csv``: one ``key,value`` row per model argument, no header."""
+    import pandas as pd  # as upstream writes and reads it; not imported by the CLI's --help
+
     with atomic_path(path / EXPERIMENT_LOG) as tmp:
         pd.DataFrame.from_dict(arguments, orient="index").to_csv(tmp, header=False)
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
     """``metrics.csv`` from all epochs so far (rewritten whole, so a resumed run stays consistent)."""
+    import pandas as pd
+
     with atomic_path(path / METRICS) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)

@@ -96,7 +96,7 @@ def test_train_with_no_arguments_learns_to_segment(tmp_path):
     """The README's main job: train on the synthetic default, export, evaluate; upstream inference segments."""
     from instanseg import InstanSeg
 
-    from instanseg_scnp._upstream import quiet_upstream
+    from instanseg_scnp.upstream import quiet_upstream
 
     result = subprocess.run([sys.executable, "-m", "instanseg_scnp", "train", "-q"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=1200)

@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from instanseg_scnp._upstream import MIN_INFERENCE_SIZE, pad_for_inference
 from instanseg_scnp.data import synthetic_dataset
 from instanseg_scnp.evaluation import PER_IMAGE_COLUMNS, evaluate_items, write_evaluation
 from instanseg_scnp.metrics import MIN_SHAPE_AREA, cell_shapes, match, topology_errors
@@ -85,14 +84,6 @@ def test_write_evaluation_writes_every_file_and_keeps_existing_results(items, tm
         write_evaluation(evaluation, folder, overwrite=True)
     assert (folder / "notes.txt").read_text() == "mine"
     assert not list(tmp_path.glob(".*"))  # no staging folder left behind
-
-
-@pytest.mark.parametrize("shape", [(40, 48, 3), (64, 64, 1), (10, 100, 3), (200, 30, 1)])
-def test_pad_for_inference_reaches_the_minimum_and_crops_back(shape):
-    image = np.random.default_rng(0).random(shape)
-    padded, crop = pad_for_inference(image)
-    assert min(padded.shape[:2]) >= MIN_INFERENCE_SIZE and padded.shape[2] == shape[2]
-    np.testing.assert_array_equal(padded[crop], image)
 
 
 def test_summary_json_is_strict_json_with_null_for_no_value(items, tmp_path):

@@ -8,7 +8,7 @@ renumbered 1..N. A file that cannot be read, or a mask that does not fit its
 image, raises :class:`ArchiveError` naming the archive and the file.
 
 Dataset facts (licence, pixel size, stain, official splits) and where each came
-from are in :data:`INFO` and the README's Datasets section.
+from are in :data:`INFO` and docs/datasets.md.
 """
 
 from __future__ import annotations

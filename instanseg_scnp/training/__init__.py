@@ -1,7 +1,15 @@
-"""Training InstanSeg models with SCNP: config and presets, tiles, the loop, processes and the run directory."""
+"""Training InstanSeg models with SCNP: config and presets, seeded tiles, and a run in three steps.
 
-from instanseg_scnp.training.config import TrainConfig
-from instanseg_scnp.training.loop import TrainingDiverged, TrainResult, resume, train
-from instanseg_scnp.training.presets import PRESETS
+:mod:`.config` and :mod:`.presets` define a run; :mod:`.loop` runs it as
+:mod:`.setup` (run directory, derived settings, model), :mod:`.fit` (epochs,
+checkpoints, resuming) and :mod:`.finish` (curves, export, evaluation), on the
+processes of :mod:`.distributed`, with the tiles of :mod:`.samples`. Names load
+on first access, so reading the config (``--help``) loads no upstream code.
+"""
 
-__all__ = ["PRESETS", "TrainConfig", "TrainResult", "TrainingDiverged", "resume", "train"]
+from instanseg_scnp._lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "PRESETS": ".presets", "TrainConfig": ".config", "TrainResult": ".loop", "TrainingDiverged": ".fit",
+    "resume": ".loop", "train": ".loop",
+})

@@ -18,14 +18,15 @@ from typing import Literal
 from instanseg_scnp._options import (
     DEPRECATED_MODES,
     DEPRECATED_TARGETS,
+    MASK_LOSSES,
     MODES,
     SCNP_TARGETS,
+    SEED_LOSSES,
     look_up_option,
     scnp_label,
     setting_label,
 )
 from instanseg_scnp.data.dataset import is_pixel_size
-from instanseg_scnp.losses import MASK_LOSSES, SEED_LOSSES
 from instanseg_scnp.scnp import normalize_window
 from instanseg_scnp.training.presets import PRESETS, default_preset, preset_values
 

@@ -16,10 +16,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from instanseg.utils.augmentation_config import get_augmentation_dict
-from instanseg.utils.augmentations import Augmentations
 
 from instanseg_scnp.data import is_pixel_size
+from instanseg_scnp.upstream import augmenter
 
 VALIDATION_EPOCH = -1
 """The 'epoch' of the validation tiles' seeds: the same tiles every epoch."""
@@ -103,10 +102,7 @@ class Tiles(torch.utils.data.Dataset):
                     raise ValueError(f"pixel_size={pixel_size} asks to rescale, but item {index} "
                                      f"({item.get('name', 'unnamed')}) has no pixel_size: {item.get('pixel_size')!r}")
         self.items = items
-        dictionary = get_augmentation_dict(3, nuclei_channel=None, amount=0.5, pixel_size=pixel_size,
-                                           augmentation_type="minimal")
-        self.augmenter = Augmentations(augmentation_dict=dictionary["train" if train else "test"],
-                                       shape=(tile_size, tile_size), dim_in=3)
+        self.augmenter = augmenter(tile_size, train=train, pixel_size=pixel_size)
 
     def __len__(self) -> int:
         return len(self.items)

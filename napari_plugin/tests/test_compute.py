@@ -9,6 +9,7 @@ import torch
 from instanseg_scnp import scnp
 from instanseg_scnp.data import synthetic_image
 from instanseg_scnp.metrics import cell_shapes, topology_errors
+from instanseg_scnp.upstream import InstanceCrops
 
 from napari_instanseg_scnp._compute import (
     ERROR_CLASSES,
@@ -23,7 +24,6 @@ from napari_instanseg_scnp._compute import (
     shape_features,
     symmetric_limits,
 )
-from napari_instanseg_scnp._model import InstanceCrops
 
 
 @pytest.fixture(scope="module")

@@ -192,7 +192,7 @@ def test_broken_model_file_is_told_in_the_viewer(qtbot, inspector, cells, tmp_pa
     widget._model.value = str(broken)
     widget._run.native.click()
     qtbot.waitUntil(lambda: bool(errors(notifications)), timeout=TIMEOUT_MS)
-    assert "is not a TorchScript model" in errors(notifications)[0]
+    assert "is not a readable TorchScript model" in errors(notifications)[0]
 
 
 def test_no_ground_truth_warns_and_still_shows_the_prediction(qtbot, inspector, cells, notifications):

@@ -18,10 +18,10 @@ from instanseg.utils.model_loader import load_model
 
 from instanseg_scnp import SCNPTerm
 from instanseg_scnp.data import DatasetError, check_dataset, synthetic_dataset
-from instanseg_scnp.mask_losses import OUR_MASK_LOSSES
+from instanseg_scnp.upstream.mask_losses import OUR_MASK_LOSSES
 from instanseg_scnp.rundir import RunDirError
 from instanseg_scnp.training import TrainConfig, resume, train
-from instanseg_scnp.training.loop import _State
+from instanseg_scnp.training.fit import FitState
 
 
 def tiny_config(data, out, **settings):
@@ -77,7 +77,7 @@ def test_exported_model_is_upstreams_export_of_the_best_weights(finished_run, ti
     from instanseg import InstanSeg
     from instanseg.utils.loss.instanseg_loss import InstanSeg_Torchscript
 
-    from instanseg_scnp._upstream import quiet_upstream
+    from instanseg_scnp.upstream import quiet_upstream
 
     image = torch.load(tiny_data, weights_only=False)["Test"][1]["image"]  # brightfield (H, W, 3)
     tensor = torch.from_numpy(np.moveaxis(image, -1, 0).copy())
@@ -170,7 +170,7 @@ def test_training_images_need_a_common_pixel_size(tmp_path):
 
 
 def test_best_epoch_rule():
-    state = _State()
+    state = FitState()
     assert state.improves(math.nan, 5.0)
     state.best_epoch, state.best_f1, state.best_val_loss = 0, math.nan, 5.0
     assert not state.improves(math.nan, 6.0) and state.improves(math.nan, 4.0)  # no F1 yet: the loss decides

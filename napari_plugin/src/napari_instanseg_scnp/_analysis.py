@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from instanseg_scnp.upstream import ModelError
 
 from napari_instanseg_scnp._compute import (
     Penalty,
@@ -20,9 +21,13 @@ from napari_instanseg_scnp._compute import (
     map_penalty,
     shape_features,
 )
-from napari_instanseg_scnp._model import InputError, load_model, run_model
+from instanseg_scnp.upstream import load_model, model_outputs
 
-__all__ = ["PENALTY_TARGETS", "Analysis", "Inputs", "analyse", "analyse_steps"]
+__all__ = ["PENALTY_TARGETS", "Analysis", "InputError", "Inputs", "analyse", "analyse_steps"]
+
+class InputError(ValueError):
+    """Inputs the inspector cannot use; the message says why and what to choose instead."""
+
 
 PENALTY_TARGETS = ("seed map", "instance masks")
 """What the SCNP layers penalize: the seed logits, or each seed's instance-mask crop logits."""
@@ -80,9 +85,16 @@ def analyse_steps(inputs: Inputs) -> Generator[str, None, Analysis]:
         raise InputError(f"the ground truth must be an integer label image, got dtype {gt.dtype}")
     penalties: dict[str, Penalty] = {}
     if inputs.model is not None and str(inputs.model).strip() not in ("", "."):
-        model = load_model(inputs.model)
+        try:
+            model = load_model(inputs.model)
+        except ModelError as error:
+            raise InputError(str(error)) from error
         yield "model loaded"
-        output = run_model(model, inputs.image, rgb=inputs.rgb, seed_threshold=inputs.seed_threshold)
+        try:
+            output = model_outputs(model, inputs.image, channel_axis=-1 if inputs.rgb else None,
+                                   seed_threshold=inputs.seed_threshold)
+        except (TypeError, ValueError) as error:  # a model or image the model cannot take: the message says why
+            raise InputError(str(error)) from error
         yield "model run"
         logits = {"seed map": output.seed_logits, "instance masks": output.mask_logits}
         prediction = output.labels

@@ -20,10 +20,11 @@ from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, Pus
 from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
+from instanseg_scnp.upstream import ModelError, resolve_model_path
 from psygnal import Signal
 
 from napari_instanseg_scnp import _torch_guard  # noqa: F401 (first of the torch stack: see its docstring)
-from napari_instanseg_scnp._analysis import PENALTY_TARGETS, Analysis, Inputs, analyse_steps
+from napari_instanseg_scnp._analysis import PENALTY_TARGETS, Analysis, InputError, Inputs, analyse_steps
 from napari_instanseg_scnp._compute import (
     ERROR_CLASSES,
     ERROR_COLORS,
@@ -33,7 +34,6 @@ from napari_instanseg_scnp._compute import (
     symmetric_limits,
 )
 from napari_instanseg_scnp._histogram import ShapeHistogram
-from napari_instanseg_scnp._model import InputError, resolve_model_path
 
 if TYPE_CHECKING:
     import napari
@@ -145,7 +145,7 @@ class SCNPInspector(Container):
             if model is not None:
                 resolve_model_path(model)
             threshold = _parse_threshold(self._seed_threshold.value)
-        except InputError as error:
+        except (InputError, ModelError) as error:
             show_error(PREFIX + str(error))
             return None
         gt_layer = self._ground_truth.value

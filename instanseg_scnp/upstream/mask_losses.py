@@ -6,7 +6,7 @@ of N seeds, and ``gt`` (N, ws, ws), that seed's own nucleus in {0, 1}. Like
 upstream's ``dice_loss`` (MONAI's Dice with the crops as channels), every loss
 is computed per crop and averaged over the crops, so a small nucleus counts as
 much as a large one. Only torch, MONAI and scipy are imported here; SCNP is applied
-to ``pred`` before these functions are called (:mod:`instanseg_scnp.losses`).
+to ``pred`` before these functions are called (:mod:`instanseg_scnp.upstream.hook`).
 
 =============  ==========================================================  =====================
 name           per crop                                                    source
@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from monai.losses import FocalLoss, TverskyLoss
 from scipy import ndimage
+
+from instanseg_scnp._options import ADDED_MASK_LOSSES
 
 __all__ = ["OUR_MASK_LOSSES", "cedice_loss", "focal_loss", "rectified_region_wise_maps", "rwloss", "tversky_loss"]
 
@@ -141,5 +143,5 @@ def rwloss(pred: torch.Tensor, gt: torch.Tensor, **_: object) -> torch.Tensor:
     return torch.stack([(1 - p) * maps[:, 0], p * maps[:, 1]], dim=1).mean()
 
 
-OUR_MASK_LOSSES = {"cedice": cedice_loss, "tversky": tversky_loss, "focal": focal_loss, "rwloss": rwloss}
-"""Mask losses this package adds to upstream's, by name."""
+OUR_MASK_LOSSES = dict(zip(ADDED_MASK_LOSSES, (cedice_loss, tversky_loss, focal_loss, rwloss), strict=True))
+"""Mask losses this package adds to upstream's, by name (:data:`instanseg_scnp._options.ADDED_MASK_LOSSES`)."""

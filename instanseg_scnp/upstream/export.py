@@ -19,22 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from instanseg.utils.loss.instanseg_loss import InstanSeg_Torchscript
-from instanseg.utils.model_loader import load_model
 
 from instanseg_scnp._files import atomic_path
-from instanseg_scnp._upstream import (
-    MIN_INFERENCE_SIZE,
-    pad_for_inference,
-    quiet_upstream,
-)
 from instanseg_scnp.data.dataset import is_pixel_size
-from instanseg_scnp.rundir import (
-    BEST_WEIGHTS,
-    EXPERIMENT_LOG,
-    TORCHSCRIPT,
-    require_run_dir,
-)
+from instanseg_scnp.rundir import BEST_WEIGHTS, EXPERIMENT_LOG, TORCHSCRIPT, require_run_dir
+from instanseg_scnp.upstream._compat import upstream
+from instanseg_scnp.upstream._quiet import quiet_upstream
+from instanseg_scnp.upstream.inference import MIN_INFERENCE_SIZE, pad_for_inference, prepare_image
+
+__all__ = ["POSTPROCESSING", "export_run", "export_torchscript"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +95,7 @@ def export_torchscript(
         raise ValueError(f"example must be at least {MIN_INFERENCE_SIZE} px a side for upstream's model, "
                          f"got {tuple(example.shape)}")
     with quiet_upstream(), torch.no_grad():
-        wrapper = InstanSeg_Torchscript(network, pixel_size=float(pixel_size), n_sigma=n_sigma,
+        wrapper = upstream().InstanSeg_Torchscript(network, pixel_size=float(pixel_size), n_sigma=n_sigma,
                                         backbone_dim_in=dim_in, feature_engineering_function="0",
                                         params=dict(POSTPROCESSING if params is None else params))
         scripted = torch.jit.script(wrapper)
@@ -135,7 +128,7 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, example
     run_dir = require_run_dir(Path(run_dir), EXPERIMENT_LOG, BEST_WEIGHTS)
     try:
         with quiet_upstream():
-            model, arguments = load_model(folder="", path=str(run_dir), device="cpu")
+            model, arguments = upstream().load_model(folder="", path=str(run_dir), device="cpu")
     except (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as error:  # bad file
         raise ValueError(f"cannot rebuild the model from {str(run_dir / BEST_WEIGHTS)!r} and {EXPERIMENT_LOG} "
                          f"({type(error).__name__}: {error}); was a file truncated or edited?") from error
@@ -145,12 +138,9 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, *, example
                          "without the pixel size it was trained at")
     tensor = None
     if example is not None:
-        from instanseg.utils.utils import percentile_normalize
-
-        padded, _ = pad_for_inference(np.asarray(example, np.float32))
-        tensor = percentile_normalize(torch.from_numpy(np.moveaxis(padded, -1, 0).copy()))[None]
-        if tensor.shape[1] == 1:
-            tensor = tensor.repeat(1, int(arguments["dim_in"]), 1, 1)
+        example = np.asarray(example)
+        tensor, _ = pad_for_inference(prepare_image(example, channel_axis=-1 if example.ndim == 3 else None,
+                                                    dim_in=int(arguments["dim_in"])))
     return export_torchscript(model, output or run_dir / TORCHSCRIPT, pixel_size=pixel_size,
                               n_sigma=int(arguments["n_sigma"]), dim_in=int(arguments["dim_in"]),
                               example=tensor, overwrite=overwrite)

@@ -13,6 +13,7 @@ from instanseg.utils.model_loader import read_model_args_from_csv
 from instanseg.utils.models.InstanSeg_UNet import InstanSeg_UNet
 from instanseg.utils.pytorch_utils import instance_wise_edt
 
+import instanseg_scnp
 from instanseg_scnp import (
     SCNPTerm,
     install,
@@ -24,7 +25,13 @@ from instanseg_scnp import (
     scnp,
     uninstall,
 )
-from instanseg_scnp.losses import MASK_LOSSES, SCNP_TARGETS, SEED_LOSSES, UPSTREAM_MASK_LOSSES
+from instanseg_scnp._options import MASK_LOSSES, SCNP_TARGETS, SEED_LOSSES, UPSTREAM_MASK_LOSSES
+
+
+@pytest.fixture(autouse=True, scope="module")
+def registered():
+    """Upstream's loss class takes the SCNP names, as after ``instanseg_scnp.register()``."""
+    instanseg_scnp.register()
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from instanseg_scnp import make_loss
-from instanseg_scnp.mask_losses import (
+from instanseg_scnp.upstream.mask_losses import (
     OUR_MASK_LOSSES,
     cedice_loss,
     focal_loss,

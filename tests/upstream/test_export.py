@@ -3,8 +3,7 @@ import torch
 from instanseg.utils.models.InstanSeg_UNet import InstanSeg_UNet
 
 import instanseg_scnp
-from instanseg_scnp._upstream import quiet_upstream
-from instanseg_scnp.export import export_run, export_torchscript
+from instanseg_scnp.upstream import export_run, export_torchscript, quiet_upstream
 from instanseg_scnp.rundir import RunDirError
 
 

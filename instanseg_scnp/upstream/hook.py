@@ -3,18 +3,13 @@ r"""SCNP inside InstanSeg's seed loss and instance-mask loss, without forking In
 Upstream's loss class, ``instanseg.utils.loss.instanseg_loss.InstanSeg``, builds
 its two loss callables from strings in ``update_seed_loss(name)`` and
 ``update_binary_loss(name)``. :func:`install` wraps those two methods (never
-replaces or copies them) so that they also accept SCNP names::
-
-    scnp_<base>                            SCNP, window 3, loss on the penalized logits only
-    scnp-w5_<base>                         window 5 (scnp-w3x5_<base>: 3 rows by 5 columns)
-    scnp-w5-plain+penalized_<base>         L(z) + L(z~)
-    scnp-w5-plain+penalized0.5_<base>      L(z) + 0.5 L(z~)
-
-(``-both`` for ``-plain+penalized`` is still read, from older runs) plus the mask
-losses of :mod:`instanseg_scnp.mask_losses` (``cedice``, the SCNP authors'
-CEDice, and the paper's cell baselines ``tversky``, ``focal``, ``rwloss``). A
-run's ``experiment_log.csv`` that records such names can be re-loaded by
-upstream tools once ``instanseg_scnp`` is imported.
+replaces or copies them) so that they also accept the SCNP names of
+:mod:`instanseg_scnp.upstream.names` and the mask losses of
+:mod:`instanseg_scnp.upstream.mask_losses` (``cedice``, the SCNP authors'
+CEDice, and the paper's cell baselines ``tversky``, ``focal``, ``rwloss``).
+Nothing is patched at import: :func:`make_loss` and ``train`` install the hook
+on first use, and :func:`register` does it for users who re-load, with
+upstream's own tools, a run whose ``experiment_log.csv`` records such names.
 
 Mask loss. For each seed, upstream's pixel classifier gives crop logits
 ``dist`` (N, 1, ws, ws) and the seed's own nucleus ``crop`` (N, ws, ws); SCNP
@@ -55,138 +50,35 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import math
-import re
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-with warnings.catch_warnings():  # upstream scripts functions at import; torch >= 2.10 deprecates that
-    warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit\.script` is deprecated")
-    from instanseg.utils.loss.instanseg_loss import InstanSeg
-    from instanseg.utils.pytorch_utils import instance_wise_edt
+from instanseg_scnp._options import (
+    DEPRECATED_TARGETS,
+    MASK_LOSSES,
+    SCNP_TARGETS,
+    SEED_LOSSES,
+    UPSTREAM_ONLY_SEED_LOSSES,
+    look_up_option,
+)
+from instanseg_scnp.scnp import Window, scnp
+from instanseg_scnp.upstream._compat import upstream
+from instanseg_scnp.upstream.mask_losses import OUR_MASK_LOSSES
+from instanseg_scnp.upstream.names import SCNPTerm, loss_name, parse_loss_name
 
-from instanseg_scnp._options import DEPRECATED_MODES, DEPRECATED_TARGETS, MODES, SCNP_TARGETS, look_up_option
-from instanseg_scnp.mask_losses import OUR_MASK_LOSSES
-from instanseg_scnp.scnp import Window, normalize_window, scnp
-
-__all__ = [
-    "MASK_LOSSES",
-    "MODES",
-    "SCNP_TARGETS",
-    "SEED_LOSSES",
-    "SCNPTerm",
-    "install",
-    "is_installed",
-    "loss_name",
-    "make_loss",
-    "parse_loss_name",
-    "uninstall",
-]
+__all__ = ["install", "is_installed", "make_loss", "register", "uninstall"]
 
 logger = logging.getLogger(__name__)
-
-UPSTREAM_MASK_LOSSES = ("lovasz_hinge", "dice_loss", "dicefocal_loss", "general_dice_loss")
-MASK_LOSSES = (*UPSTREAM_MASK_LOSSES, *OUR_MASK_LOSSES)
-SEED_LOSSES = ("binary_xloss", "l1_distance", "l2_distance")
-# Upstream's two-channel seed loss: accepted as a plain name, not with SCNP.
-UPSTREAM_ONLY_SEED_LOSSES = ("distance_and_binary_loss",)
 
 # Upstream's seed regression target: (instance-normalized EDT - 0.5) * 15
 # (instanseg/utils/loss/instanseg_loss.py, update_seed_loss), "to mimic the range of CE".
 DISTANCE_OFFSET = 0.5
 DISTANCE_SCALE = 15
 
-_NAME_PATTERN = re.compile(
-    r"^scnp(?:-w(?P<window>\d+(?:x\d+)?))?(?:-(?P<mode>plain\+penalized|both)(?P<weight>\d+(?:\.\d+)?(?:e[+-]?\d+)?)?)?_(?P<base>.+)$"
-)
 _ORIGINAL = "__instanseg_scnp_original__"
-
-
-@dataclass(frozen=True)
-class SCNPTerm:
-    """How SCNP enters one loss term.
-
-    Parameters
-    ----------
-    window : int or (int, int)
-        Odd window size, as in :func:`instanseg_scnp.scnp`.
-    mode : {"penalized", "plain+penalized"}
-        ``"penalized"``: L(z~) (what the authors ship for InstanSeg);
-        ``"plain+penalized"``: L(z) + weight * L(z~). ``"both"`` is a deprecated
-        spelling of the latter.
-    weight : float
-        λ, the weight of the penalized term in mode ``"plain+penalized"``.
-    """
-
-    window: Window = 3
-    mode: Literal["penalized", "plain+penalized"] = "penalized"
-    weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        window = normalize_window(self.window, 2)
-        object.__setattr__(self, "window", window[0] if window[0] == window[1] else window)
-        object.__setattr__(self, "mode", look_up_option(self.mode, MODES, name="mode", aliases=DEPRECATED_MODES))
-        if isinstance(self.weight, bool) or not isinstance(self.weight, int | float):
-            raise TypeError(f"weight must be a number, got {self.weight!r}")
-        if not (math.isfinite(self.weight) and self.weight >= 0):
-            raise ValueError(f"weight must be finite and >= 0, got {self.weight!r}")
-
-    def combine(self, plain: Callable[[], torch.Tensor], penalized: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """L(z~) in mode "penalized", L(z) + λ·L(z~) in mode "plain+penalized" (L(z) only computed then)."""
-        if self.mode == "penalized":
-            return penalized()
-        return plain() + self.weight * penalized()
-
-
-def loss_name(base: str, term: SCNPTerm | None = None) -> str:
-    """The upstream-compatible name of ``base`` with SCNP ``term`` (or ``base`` itself).
-
-    Examples
-    --------
-    >>> loss_name("lovasz_hinge", SCNPTerm())
-    'scnp_lovasz_hinge'
-    >>> loss_name("l1_distance", SCNPTerm(window=5, mode="plain+penalized", weight=0.5))
-    'scnp-w5-plain+penalized0.5_l1_distance'
-    """
-    if term is None:
-        return base
-    window = term.window if isinstance(term.window, int) else "x".join(map(str, term.window))
-    parts = ["scnp"]
-    if window != 3:
-        parts.append(f"w{window}")
-    if term.mode == "plain+penalized":  # repr: an exact round trip of the weight
-        parts.append(term.mode if term.weight == 1 else f"{term.mode}{float(term.weight)!r}")
-    return "-".join(parts) + "_" + base
-
-
-def parse_loss_name(name: str) -> tuple[str, SCNPTerm | None]:
-    """Split a loss name into the upstream base name and its SCNP term (None if plain).
-
-    Examples
-    --------
-    >>> parse_loss_name("scnp-w5-plain+penalized0.5_l1_distance")
-    ('l1_distance', SCNPTerm(window=5, mode='plain+penalized', weight=0.5))
-    >>> parse_loss_name("dice_loss")
-    ('dice_loss', None)
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"loss name must be a str, got {type(name).__name__}")
-    match = _NAME_PATTERN.match(name)
-    if match is None:
-        return name, None
-    window = match["window"] or "3"
-    sizes = tuple(int(w) for w in window.split("x"))
-    term = SCNPTerm(
-        window=sizes[0] if len(sizes) == 1 else sizes,
-        mode="plain+penalized" if match["mode"] else "penalized",
-        weight=float(match["weight"]) if match["weight"] else 1.0,
-    )
-    return match["base"], term
 
 
 class _PenalizedMaskLoss:
@@ -230,10 +122,10 @@ def _penalized_xloss(base: Callable[..., torch.Tensor], term: SCNPTerm) -> Calla
 
 def _distance_target(y: torch.Tensor) -> torch.Tensor:
     """Upstream's seed regression target for labels ``y``: (instance-normalized EDT - 0.5) * 15."""
-    return (instance_wise_edt(y.float(), edt_type="edt") - DISTANCE_OFFSET) * DISTANCE_SCALE
+    return (upstream().instance_wise_edt(y.float(), edt_type="edt") - DISTANCE_OFFSET) * DISTANCE_SCALE
 
 
-def _penalized_distance_loss(loss: InstanSeg, base_name: str, term: SCNPTerm) -> Callable[..., torch.Tensor]:
+def _penalized_distance_loss(loss: Any, base_name: str, term: SCNPTerm) -> Callable[..., torch.Tensor]:
     """Upstream's distance seed loss on the signed-error SCNP of the module docstring."""
     per_pixel_loss = F.l1_loss if base_name == "l1_distance" else F.mse_loss
 
@@ -255,7 +147,7 @@ def _penalized_distance_loss(loss: InstanSeg, base_name: str, term: SCNPTerm) ->
     return seed_loss
 
 
-def _active_term(loss: InstanSeg, which: str, term: SCNPTerm | None, *, applicable: bool = True) -> SCNPTerm | None:
+def _active_term(loss: Any, which: str, term: SCNPTerm | None, *, applicable: bool = True) -> SCNPTerm | None:
     """The SCNP term to apply after an ``update_*`` call, and remember SCNP names.
 
     A plain name keeps the last SCNP term only when ``loss.scnp_in_hotstart`` is
@@ -315,28 +207,41 @@ _WRAPPERS = {"update_binary_loss": _wrap_update_binary_loss, "update_seed_loss":
 def install() -> None:
     """Register the SCNP loss names with upstream's ``InstanSeg.update_*`` methods.
 
-    Idempotent; :func:`uninstall` restores upstream's methods. Called by the package
-    import, so users never need to.
+    Idempotent; :func:`uninstall` restores upstream's methods. :func:`make_loss`
+    and ``train`` call it; :func:`register` is its public name for users.
     """
+    loss_class = upstream().InstanSegLoss
     for method, wrap in _WRAPPERS.items():
-        current = getattr(InstanSeg, method)
+        current = getattr(loss_class, method)
         if not hasattr(current, _ORIGINAL):
             wrapper = wrap(current)
             setattr(wrapper, _ORIGINAL, current)
-            setattr(InstanSeg, method, wrapper)
+            setattr(loss_class, method, wrapper)
+
+
+def register() -> None:
+    """Teach upstream InstanSeg the SCNP loss names, for re-loading runs with upstream's own tools.
+
+    Upstream builds its losses from the names a run's ``experiment_log.csv``
+    records (``scnp-w5_lovasz_hinge``, ``cedice``, ...); after ``register()``
+    its loss class accepts them. Training through this package does it by
+    itself. Same as :func:`install`.
+    """
+    install()
 
 
 def uninstall() -> None:
     """Restore upstream's ``InstanSeg.update_*`` methods (existing loss objects keep theirs)."""
+    loss_class = upstream().InstanSegLoss
     for method in _WRAPPERS:
-        current = getattr(InstanSeg, method)
+        current = getattr(loss_class, method)
         if hasattr(current, _ORIGINAL):
-            setattr(InstanSeg, method, getattr(current, _ORIGINAL))
+            setattr(loss_class, method, getattr(current, _ORIGINAL))
 
 
 def is_installed() -> bool:
     """Whether :func:`install` is in effect."""
-    return all(hasattr(getattr(InstanSeg, method), _ORIGINAL) for method in _WRAPPERS)
+    return all(hasattr(getattr(upstream().InstanSegLoss, method), _ORIGINAL) for method in _WRAPPERS)
 
 
 def make_loss(
@@ -350,7 +255,7 @@ def make_loss(
     scnp_in_hotstart: bool = False,
     device: str | torch.device = "cpu",
     **instanseg_kwargs: object,
-) -> InstanSeg:
+) -> Any:
     """Upstream's InstanSeg loss with SCNP wired into the seed and/or mask loss.
 
     Parameters
@@ -358,7 +263,7 @@ def make_loss(
     seed_loss : {"l1_distance", "l2_distance", "binary_xloss"}
         Upstream's seed loss.
     mask_loss : {"lovasz_hinge", "dice_loss", "dicefocal_loss", "general_dice_loss", "cedice", "tversky", "focal", "rwloss"}
-        Upstream's instance-mask loss, or one of :mod:`instanseg_scnp.mask_losses`.
+        Upstream's instance-mask loss, or one of :mod:`instanseg_scnp.upstream.mask_losses`.
     scnp : {"off", "mask", "seed", "mask+seed"}
         Which terms get SCNP (``"both"``: deprecated spelling of ``"mask+seed"``).
     window, mode, weight
@@ -396,7 +301,7 @@ def make_loss(
     for key in ("binary_loss_fn_str", "seed_loss_fn"):
         if key in instanseg_kwargs:
             raise TypeError(f"pass the loss through seed_loss= / mask_loss=, not {key}=")
-    loss = InstanSeg(
+    loss = upstream().InstanSegLoss(
         binary_loss_fn_str=loss_name(mask_loss, term if "mask" in scnp else None),
         seed_loss_fn=loss_name(seed_loss, term if "seed" in scnp else None),
         device=device,

@@ -1,0 +1,380 @@
+r"""Run an exported InstanSeg model: its labels, and its outputs taken apart.
+
+An exported model (``RUN_DIR/instanseg.pt``) is upstream InstanSeg's TorchScript
+wrapper ``InstanSeg_Torchscript``: ``model.fcn`` is the network, returning
+(B, 5, H, W) for 2 coordinate, 2 sigma and 1 seed channels, and ``model(x)``
+returns the labels.
+
+- :func:`prepare_image` turns an array into the network's input, one rule for
+  every caller (evaluation, export checks, the napari plugin).
+- :func:`segment` runs upstream's own inference class (``instanseg.InstanSeg``,
+  ``eval_small_image``), exactly as a user of the exported file would, and
+  returns the labels.
+- :func:`model_outputs` returns what the model computes on the way:
+
+  - the **seed map**: the network's last channel, the seed logits (upstream finds
+    seeds as the peaks of ``seed / 15 + 0.5`` above the seed threshold, i.e. of
+    the logit above ``15 * (seed_threshold - 0.5)``, 0 for the exports of
+    ``instanseg-scnp``);
+  - the **instance-mask logits** of every seed: upstream's pixel classifier over
+    the crop of ``2 * window_size`` pixels around the seed, exactly as the
+    wrapper's forward computes them, before its sigmoid (:class:`InstanceCrops`);
+  - those crops **assembled into one map**: each pixel takes the largest logit of
+    the crops that cover it, and so the crop that owns it. This is upstream's own
+    rule: its ``convert`` gives each pixel to the crop with the highest
+    probability (ties to the first seed), and the sigmoid is monotone. The map is
+    the logits *before* upstream's cleanup (pieces of a crop not connected to its
+    seed dropped, holes filled) and before overlapping instances are merged, so it
+    shows what the pixel classifier said; pixels that no crop reaches take the
+    map's lowest logit;
+  - the **labels**: the wrapper's own forward on the same normalized image, at the
+    image's own resolution (no rescaling to the model's pixel size).
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from instanseg_scnp.data.dataset import MIN_IMAGE_SIDE
+from instanseg_scnp.rundir import TORCHSCRIPT
+from instanseg_scnp.upstream._compat import upstream
+from instanseg_scnp.upstream._quiet import quiet_upstream
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CROP_CHUNK",
+    "MIN_INFERENCE_SIZE",
+    "SUPPORTED_LAYOUT",
+    "InstanceCrops",
+    "ModelError",
+    "ModelOutputs",
+    "load_model",
+    "model_outputs",
+    "pad_for_inference",
+    "prepare_image",
+    "resolve_model_path",
+    "segment",
+]
+
+MIN_INFERENCE_SIZE = 64
+"""Smallest image side upstream's exported model handles: below it (twice its 32 px crop
+window) ``InstanSeg_Torchscript`` builds sparse tensors with negative indices, which
+corrupts memory (torch does not check sparse invariants by default). :func:`segment`
+pads smaller images; :func:`model_outputs` refuses them."""
+
+SUPPORTED_LAYOUT = {"dim_coords": 2, "n_sigma": 2, "dim_seeds": 1, "cells_and_nuclei": False}
+"""The output layout :func:`model_outputs` reads: nucleus models with one seed channel, as
+``instanseg-scnp train`` exports them."""
+
+CROP_CHUNK = 256
+"""Seeds whose crops go through the pixel classifier at once (bounds the memory of big images)."""
+
+NORMALIZED_RANGE = (-2.0, 3.0)
+"""The wrapper's forward clamps its (normalized) input to this range, in place."""
+
+
+class ModelError(ValueError):
+    """A model path or file that is not an exported InstanSeg model; the message says what to choose instead."""
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """The TorchScript file for ``path``: a run directory (its ``instanseg.pt``) or a file.
+
+    Examples
+    --------
+    >>> resolve_model_path("")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    instanseg_scnp.upstream.inference.ModelError: no model chosen: choose a run directory of ...
+    """
+    text = str(path).strip()
+    if text in ("", "."):
+        raise ModelError("no model chosen: choose a run directory of `instanseg-scnp train` or an exported "
+                         f"{TORCHSCRIPT}")
+    file = Path(text).expanduser()
+    if file.is_dir():
+        if not (file / TORCHSCRIPT).is_file():
+            raise ModelError(f"{str(file)!r} has no {TORCHSCRIPT}: choose a finished run directory of "
+                             "`instanseg-scnp train` or an exported TorchScript file")
+        return file / TORCHSCRIPT
+    if not file.is_file():
+        raise ModelError(f"model {str(file)!r} does not exist: choose a run directory or an exported {TORCHSCRIPT}")
+    return file
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+    """An exported InstanSeg model from a run directory or a ``.pt`` file, in eval mode on ``device``.
+
+    Raises
+    ------
+    ModelError
+        No such file, a file torch cannot read (e.g. truncated), or a TorchScript
+        file that is not an InstanSeg model (no ``fcn`` and ``pixel_classifier``).
+    """
+    file = resolve_model_path(path)
+    try:
+        with quiet_upstream():
+            model = torch.jit.load(str(file), map_location=device)
+    except (RuntimeError, ValueError, OSError, EOFError) as error:  # what torch raises on a truncated file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"{str(file)!r} is not a readable TorchScript model ({first_line}); was it truncated? "
+                         "Export it again: instanseg-scnp export RUN_DIR --overwrite") from error
+    missing = [name for name in ("fcn", "pixel_classifier") if not hasattr(model, name)]
+    if missing:
+        raise ModelError(f"{str(file)!r} is not an exported InstanSeg model (it has no {', '.join(missing)}); "
+                         "export one with `instanseg-scnp export RUN_DIR`")
+    return model.eval()
+
+
+def prepare_image(image: np.ndarray, *, channel_axis: int | None = None, dim_in: int = 3,
+                  normalize: bool = True) -> torch.Tensor:
+    """(1, dim_in, H, W) float32 input of an InstanSeg model, from a 2-D image with or without channels.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) ndarray (any axis for C)
+        A grayscale image (repeated to ``dim_in`` channels), or channels along
+        ``channel_axis``: ``dim_in`` of them, one (repeated), or RGBA when
+        ``dim_in`` is 3 (alpha dropped).
+    channel_axis : int, optional
+        Where the channels are; required for a 3-D array, None for a 2-D one.
+    dim_in : int
+        The channels the model takes.
+    normalize : bool
+        Percentile-normalize each channel (0.1 and 99.9 percentiles, upstream's
+        ``percentile_normalize``, as its ``eval_small_image`` does) and clamp to
+        :data:`NORMALIZED_RANGE` as the model's forward does. False leaves the
+        values, for upstream's inference class, which normalizes by itself.
+
+    Examples
+    --------
+    >>> prepare_image(np.zeros((32, 40))).shape
+    torch.Size([1, 3, 32, 40])
+    >>> prepare_image(np.zeros((32, 40, 4), np.uint8), channel_axis=-1).shape
+    torch.Size([1, 3, 32, 40])
+    """
+    array = np.asarray(image)
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise TypeError(f"image must hold real numbers, got dtype {array.dtype}")
+    if array.ndim == 2 and channel_axis is None:
+        channels = array[None]
+    elif array.ndim == 3 and isinstance(channel_axis, numbers.Integral) and -3 <= channel_axis < 3:
+        channels = np.moveaxis(array, channel_axis, 0)
+    else:
+        raise ValueError(f"image must be 2-D (H, W) with channel_axis=None, or 3-D with channel_axis naming its "
+                         f"channel axis; got shape {array.shape} and channel_axis={channel_axis!r}")
+    if len(channels) == 1:
+        channels = np.repeat(channels, dim_in, axis=0)
+    elif len(channels) == 4 and dim_in == 3:
+        channels = channels[:3]  # RGBA
+    if len(channels) != dim_in:
+        raise ValueError(f"the model takes {dim_in} channels (or 1, repeated), got {len(channels)} along "
+                         f"channel_axis={channel_axis} of an image of shape {array.shape}")
+    if min(channels.shape[1:]) < MIN_IMAGE_SIDE:
+        raise ValueError(f"image is too small for the model: {channels.shape[1:]}, need at least "
+                         f"{MIN_IMAGE_SIDE} x {MIN_IMAGE_SIDE} pixels")
+    tensor = torch.from_numpy(np.ascontiguousarray(channels, dtype=np.float32))
+    if not torch.isfinite(tensor).all():
+        raise ValueError("image has NaN or infinite values")
+    if normalize:
+        tensor = upstream().percentile_normalize(tensor).clamp(*NORMALIZED_RANGE)
+    return tensor[None]
+
+
+def pad_for_inference(tensor: torch.Tensor) -> tuple[torch.Tensor, tuple[slice, slice]]:
+    """Mirror-pad (numpy's "symmetric") a (1, C, H, W) input to at least :data:`MIN_INFERENCE_SIZE` a side.
+
+    Returns the padded input and the slices that cut its outputs back to the
+    input's extent.
+    """
+    pad = [max(MIN_INFERENCE_SIZE - n, 0) for n in tensor.shape[-2:]]
+    before = [p // 2 for p in pad]
+    crop = tuple(slice(b, b + n) for b, n in zip(before, tensor.shape[-2:], strict=True))
+    if not any(pad):
+        return tensor, crop
+    widths = [(0, 0), (0, 0)] + [(b, p - b) for b, p in zip(before, pad, strict=True)]
+    return torch.from_numpy(np.pad(tensor.numpy(), widths, mode="symmetric")), crop
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def segment(model: torch.jit.ScriptModule, image: np.ndarray, *, channel_axis: int | None = None,
+            pixel_size: float | None = None, **postprocessing: float) -> np.ndarray:
+    """Labels of ``model`` on ``image`` through upstream's inference class, (H, W) int32.
+
+    ``image`` is as for :func:`prepare_image`; under :data:`MIN_INFERENCE_SIZE`
+    a side it is mirror-padded, and the labels cut back. ``pixel_size`` (µm) lets
+    upstream rescale the image to the model's and the labels back; None runs at
+    the image's own scale. ``postprocessing`` overrides the exported defaults
+    (``seed_threshold=``, ``mask_threshold=``, ``peak_distance=``, ...).
+    """
+    tensor, crop = pad_for_inference(prepare_image(image, channel_axis=channel_axis, normalize=False))
+    device = _device(model)
+    with quiet_upstream():
+        instanseg = upstream().InstanSeg(model, device=str(device), verbosity=0)
+        labels = instanseg.eval_small_image(tensor[0], pixel_size, return_image_tensor=False, **postprocessing)
+    return labels.squeeze().cpu().numpy().astype(np.int32)[crop]
+
+
+@dataclass(frozen=True, eq=False)
+class InstanceCrops:
+    """The pixel classifier's logits over the crop around each seed.
+
+    Attributes
+    ----------
+    logits : (C, 1, S, S) torch.Tensor
+        Crop logits (before the sigmoid), S = 2 * half-size.
+    seeds : (C, 2) torch.Tensor of int64
+        Seed (row, column) in the image.
+    top_left : (C, 2) torch.Tensor of int64
+        Image coordinates of each crop's first pixel.
+    shape : (int, int)
+        The image's (H, W).
+    """
+
+    logits: torch.Tensor
+    seeds: torch.Tensor
+    top_left: torch.Tensor
+    shape: tuple[int, int]
+
+    @property
+    def size(self) -> int:
+        return int(self.logits.shape[-1])
+
+    def coordinates(self, start: int = 0, stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image rows and columns, each (c, S, S), of the crops ``start:stop``."""
+        offsets = torch.arange(self.size)
+        corner = self.top_left[start:stop]
+        rows = (corner[:, 0, None, None] + offsets[None, :, None]).expand(-1, self.size, self.size)
+        cols = (corner[:, 1, None, None] + offsets[None, None, :]).expand(-1, self.size, self.size)
+        return rows, cols
+
+    def assemble(self) -> tuple[np.ndarray, torch.Tensor]:
+        """The max over crops of the crop logits at every pixel, and which crop element gave it.
+
+        Returns the (H, W) float32 map (pixels no crop covers: the lowest logit of
+        the map, 0 without crops) and ``pick``, (H * W,) int64: the flat index into
+        ``logits`` of the winning element, -1 where no crop covers the pixel. Ties
+        go to the first seed, as in upstream's ``convert``.
+        """
+        height, width = self.shape
+        best = torch.full((height * width,), -torch.inf)
+        pick = torch.full((height * width,), -1, dtype=torch.long)
+        per_crop = self.size * self.size
+        for start in range(0, len(self.logits), CROP_CHUNK):
+            values = self.logits[start:start + CROP_CHUNK].reshape(-1)
+            rows, cols = self.coordinates(start, start + CROP_CHUNK)
+            where = (rows * width + cols).reshape(-1)
+            chunk_best = torch.full_like(best, -torch.inf).scatter_reduce_(0, where, values, "amax")
+            winners = torch.nonzero(values == chunk_best[where]).squeeze(1)
+            chunk_pick = torch.full_like(pick, torch.iinfo(torch.long).max)
+            chunk_pick.scatter_reduce_(0, where[winners], winners + start * per_crop, "amin")
+            better = chunk_best > best  # strictly: an earlier seed keeps a tie
+            best = torch.where(better, chunk_best, best)
+            pick = torch.where(better, chunk_pick, pick)
+        covered = pick >= 0
+        fill = float(best[covered].min()) if covered.any() else 0.0
+        return torch.where(covered, best, fill).reshape(height, width).numpy(), pick
+
+
+@dataclass(frozen=True, eq=False)
+class ModelOutputs:
+    """What :func:`model_outputs` takes out of a model (see the module docstring).
+
+    Attributes
+    ----------
+    seed_logits : (H, W) float32 ndarray
+    mask_logits : (H, W) float32 ndarray
+        The assembled instance-mask logits (:meth:`InstanceCrops.assemble`).
+    labels : (H, W) int32 ndarray
+    crops : InstanceCrops
+        The per-seed instance-mask logits with their coordinates.
+    pick : (H * W,) int64 torch.Tensor
+        Which crop element gave each pixel of ``mask_logits`` (-1: none).
+    seed_threshold, mask_threshold : float
+        The thresholds on the two logit maps, as logits.
+    """
+
+    seed_logits: np.ndarray
+    mask_logits: np.ndarray
+    labels: np.ndarray
+    crops: InstanceCrops
+    pick: torch.Tensor
+    seed_threshold: float
+    mask_threshold: float
+
+
+def _seed_threshold(model: torch.jit.ScriptModule, seed_threshold: float | None) -> float:
+    return float(model.default_seed_threshold if seed_threshold is None else seed_threshold)
+
+
+def _instance_crops(model: torch.jit.ScriptModule, raw: torch.Tensor, seed_threshold: float) -> InstanceCrops:
+    """The per-seed crop logits of the network output ``raw`` (5, H, W), as the wrapper's forward makes them."""
+    parts = upstream()
+    height, width = raw.shape[-2:]
+    xxyy = parts.generate_coordinate_map(mode="linear", spatial_dim=2, height=height, width=width, device=raw.device)
+    fields = (torch.sigmoid(raw[0:2]) - 0.5) * 8 + xxyy
+    sigma = raw[2:4]
+    seeds = parts.torch_peak_local_max(raw[-1] / 15 + 0.5, neighbourhood_size=int(model.default_peak_distance),
+                                       minimum_value=seed_threshold, dtype=torch.long)
+    # upstream: min(window_size, H, W), crops of twice that; we also keep them inside small images
+    half = min(int(model.default_window_size), height // 2, width // 2)
+    centres = seeds.clone()
+    centres[:, 0].clamp_(min=half, max=height - half)
+    centres[:, 1].clamp_(min=half, max=width - half)
+    crops = InstanceCrops(torch.empty(0, 1, 2 * half, 2 * half), seeds.cpu(), (centres - half).cpu(),
+                          (height, width))
+    embeddings = fields[:, seeds[:, 0], seeds[:, 1]].T
+    pieces = []
+    for start in range(0, len(seeds), CROP_CHUNK):
+        rows, cols = crops.coordinates(start, start + CROP_CHUNK)
+        mesh = torch.stack((rows.reshape(-1), cols.reshape(-1))).to(raw.device)
+        features = parts.feature_engineering_slow(fields, embeddings[start:start + CROP_CHUNK], sigma, half, mesh)
+        pieces.append(model.pixel_classifier(features).reshape(-1, 1, 2 * half, 2 * half).cpu())
+    logits = torch.cat(pieces) if pieces else crops.logits
+    return InstanceCrops(logits, crops.seeds, crops.top_left, (height, width))
+
+
+def model_outputs(model: torch.jit.ScriptModule, image: np.ndarray, *, channel_axis: int | None = None,
+                  seed_threshold: float | None = None) -> ModelOutputs:
+    """Seed logits, per-seed and assembled instance-mask logits, and labels of ``model`` on ``image``.
+
+    ``image`` is as for :func:`prepare_image`, at least :data:`MIN_INFERENCE_SIZE`
+    a side; the model must have :data:`SUPPORTED_LAYOUT`. ``seed_threshold`` is
+    passed to the model (upstream's keyword, on ``seed / 15 + 0.5``; None: the
+    model's own, 0.5 in the exports of ``instanseg-scnp``).
+    """
+    layout = {name: getattr(model, name, None) for name in SUPPORTED_LAYOUT}
+    if layout != SUPPORTED_LAYOUT:
+        raise ModelError(f"the model has output layout {layout}; model_outputs reads nucleus models with one "
+                         f"seed channel, {SUPPORTED_LAYOUT}, as `instanseg-scnp train` exports")
+    x = prepare_image(image, channel_axis=channel_axis).to(_device(model))
+    if min(x.shape[-2:]) < MIN_INFERENCE_SIZE:
+        raise ValueError(f"image is too small for upstream's model: {tuple(x.shape[-2:])}, need at least "
+                         f"{MIN_INFERENCE_SIZE} x {MIN_INFERENCE_SIZE} pixels")
+    threshold = _seed_threshold(model, seed_threshold)
+    parts = upstream()
+    with torch.no_grad(), quiet_upstream():
+        labels = model(x.clone(), seed_threshold=threshold)[0, 0]
+        padded, pad = parts.instanseg_padding(x, extra_pad=0)
+        raw = parts.recover_padding(model.fcn(padded), pad)[0].float()
+        crops = _instance_crops(model, raw, threshold)
+    mask_logits, pick = crops.assemble()
+    return ModelOutputs(
+        seed_logits=raw[-1].cpu().numpy(),
+        mask_logits=mask_logits,
+        labels=labels.cpu().numpy().astype(np.int32),
+        crops=crops,
+        pick=pick,
+        seed_threshold=15 * (threshold - 0.5),
+        mask_threshold=float(np.log(model.default_mask_threshold / (1 - model.default_mask_threshold))),
+    )
