@@ -120,14 +120,12 @@ def _load_item(item: object, where: str, folder: Path) -> dict:
     if masks.shape != image.shape[:2]:
         raise DatasetError(f"{where}: image has shape {image.shape} (H, W, C) but nucleus_masks has shape "
                            f"{masks.shape}; expected masks of shape {image.shape[:2]}")
-    if masks.dtype == bool:
-        raise DatasetError(f"{where}: nucleus_masks is a boolean foreground mask; expected integer instance ids "
-                           "(label it first, e.g. with skimage.measure.label)")
-    if not np.issubdtype(masks.dtype, np.integer):
-        raise DatasetError(f"{where}: nucleus_masks must hold integer instance ids, got dtype {masks.dtype}")
-    if masks.size and masks.min() < -1:
-        raise DatasetError(f"{where}: nucleus_masks may only use -1 (unannotated), 0 (background) "
-                           f"and positive ids, found {int(masks.min())}")
+    from instanseg_scnp.metrics import check_labels  # here, not at the top: the CLI's --help imports this module
+
+    try:
+        masks = check_labels(masks, name="nucleus_masks", ndims=(2,), allow_unannotated=True)
+    except (TypeError, ValueError) as error:
+        raise DatasetError(f"{where}: {error}") from None
     if masks.size and masks.max() > np.iinfo(np.int32).max:
         raise DatasetError(f"{where}: nucleus_masks ids must fit in int32, found {int(masks.max())}")
     return {**item, "image": image, "nucleus_masks": masks.astype(np.int32)}

@@ -1,5 +1,7 @@
 """Topology-aware evaluation of instance segmentations (NumPy, SciPy, scikit-image only)."""
 
+from instanseg_scnp.metrics._labels import check_labels
+from instanseg_scnp.metrics.errors import CellErrors, classify_errors
 from instanseg_scnp.metrics.matching import (
     DEFAULT_THRESHOLDS,
     UPSTREAM_THRESHOLDS,
@@ -12,6 +14,7 @@ from instanseg_scnp.metrics.shape_errors import MIN_SHAPE_AREA, SHAPE_ERROR_COLU
 from instanseg_scnp.metrics.topology import betti_numbers, count_fragments, topology_errors
 
 __all__ = [
+    "CellErrors",
     "DEFAULT_THRESHOLDS",
     "MIN_SHAPE_AREA",
     "SHAPE_COLUMNS",
@@ -19,6 +22,8 @@ __all__ = [
     "UPSTREAM_THRESHOLDS",
     "betti_numbers",
     "cell_shapes",
+    "check_labels",
+    "classify_errors",
     "count_fragments",
     "f1_from_counts",
     "match",

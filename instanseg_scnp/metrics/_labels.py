@@ -1,4 +1,4 @@
-"""Validation and the overlap table shared by the metrics."""
+"""Validation, the overlap table and the connected pieces of cells, shared by the metrics."""
 
 from __future__ import annotations
 
@@ -6,30 +6,105 @@ from dataclasses import dataclass
 
 import fastremap
 import numpy as np
+from skimage.measure import label as label_regions
 
 
-def check_labels(labels: object, *, name: str, ndims: tuple[int, ...] = (2, 3)) -> np.ndarray:
-    """Return ``labels`` as a non-negative integer ndarray, or raise naming ``name``."""
+def check_labels(labels: object, *, name: str = "labels", ndims: tuple[int, ...] = (2, 3),
+                 shape: tuple[int, ...] | None = None, shape_of: str | None = None,
+                 allow_unannotated: bool = False) -> np.ndarray:
+    """Check an instance label image and return it as an ndarray (not copied when it is one).
+
+    The one validator of label images in this package: the metrics, the dataset
+    loader and the napari plugin call it at their public boundary.
+
+    Parameters
+    ----------
+    labels : (M, N[, P]) array_like of int
+        Instance ids: 0 background, positive ids cells (need not be
+        consecutive), and, when ``allow_unannotated``, -1 for unannotated pixels
+        (upstream InstanSeg's convention).
+    name : str
+        What the caller calls the argument, e.g. ``"gt"``; every message starts with it.
+    ndims : tuple of int
+        The numbers of dimensions accepted.
+    shape : tuple of int, optional
+        The shape ``labels`` must have, e.g. that of the image it labels.
+    shape_of : str, optional
+        What ``shape`` is the shape of, for the message (e.g. ``"gt"``, ``"the logits"``).
+    allow_unannotated : bool
+        Accept -1 (unannotated) besides 0 and positive ids.
+
+    Returns
+    -------
+    ndarray
+        ``np.asarray(labels)``.
+
+    Raises
+    ------
+    TypeError
+        A bool mask (label it or cast it first), or a dtype that is not an integer.
+    ValueError
+        The wrong number of dimensions, a shape other than ``shape``, or an id
+        below 0 (below -1 with ``allow_unannotated``). Each message names
+        ``name``, what was expected and what was found.
+
+    Examples
+    --------
+    >>> check_labels([[0, 1], [2, 2]], name="gt")
+    array([[0, 1],
+           [2, 2]])
+    >>> check_labels(np.array([[0.0, 1.0]]), name="gt")
+    Traceback (most recent call last):
+    ...
+    TypeError: gt must hold integer instance ids, got dtype float64
+    >>> check_labels(np.zeros((2, 3), int), name="pred", shape=(2, 2), shape_of="gt")
+    Traceback (most recent call last):
+    ...
+    ValueError: pred must have the same shape as gt, (2, 2), got (2, 3)
+    >>> check_labels(np.array([[-1, 0, 4]]), name="masks", allow_unannotated=True)
+    array([[-1,  0,  4]])
+    """
     array = np.asarray(labels)
     if array.dtype == bool:
         raise TypeError(
-            f"{name} must be an integer label image, got a bool mask: label it first "
+            f"{name} is a boolean foreground mask; expected integer instance ids: label it first "
             "(scipy.ndimage.label / skimage.measure.label) or cast it with .astype(int)"
         )
     if not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"{name} must be an integer label image, got dtype {array.dtype}")
+        raise TypeError(f"{name} must hold integer instance ids, got dtype {array.dtype}")
     if array.ndim not in ndims:
         raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dims, got shape {array.shape}")
-    if array.size and array.min() < 0:
-        raise ValueError(f"{name} must not contain negative labels, got minimum {array.min()}")
+    if shape is not None and array.shape != tuple(shape):
+        expected = f"the same shape as {shape_of}, {tuple(shape)}" if shape_of else f"shape {tuple(shape)}"
+        raise ValueError(f"{name} must have {expected}, got {array.shape}")
+    lowest = -1 if allow_unannotated else 0
+    if array.size and np.issubdtype(array.dtype, np.signedinteger) and array.min() < lowest:
+        allowed = "-1 (unannotated), 0 (background)" if allow_unannotated else "0 (background)"
+        raise ValueError(f"{name} may only use {allowed} and positive ids, found {array.min()}")
     return array
 
 
 def check_label_pair(gt: object, pred: object) -> tuple[np.ndarray, np.ndarray]:
-    gt, pred = check_labels(gt, name="gt"), check_labels(pred, name="pred")
-    if gt.shape != pred.shape:
-        raise ValueError(f"gt and pred must have the same shape, got {gt.shape} and {pred.shape}")
-    return gt, pred
+    """``gt`` and ``pred`` checked by :func:`check_labels`, ``pred`` against ``gt``'s shape."""
+    gt = check_labels(gt, name="gt")
+    return gt, check_labels(pred, name="pred", shape=gt.shape, shape_of="gt")
+
+
+def check_connectivity(connectivity: int | None, ndim: int) -> int:
+    """The foreground connectivity for ``ndim`` dims: 1 or ``ndim`` (full, the default for None)."""
+    if connectivity is None:
+        return ndim
+    if connectivity not in (1, ndim):
+        raise ValueError(f"connectivity must be 1 or {ndim} (full) for {ndim}-D images, got {connectivity!r}")
+    return connectivity
+
+
+def pieces_per_label(labels: np.ndarray, connectivity: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``count_fragments`` without the checks: one pass of connected-component labelling."""
+    pieces = label_regions(labels, background=0, connectivity=check_connectivity(connectivity, labels.ndim))
+    owner = np.zeros(int(pieces.max(initial=0)) + 1, labels.dtype)
+    owner[pieces.ravel()] = labels.ravel()  # every pixel of a piece has the piece's label
+    return np.unique(owner[1:], return_counts=True)
 
 
 @dataclass(frozen=True)

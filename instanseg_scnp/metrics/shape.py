@@ -73,8 +73,7 @@ from scipy import ndimage
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
-from instanseg_scnp.metrics._labels import check_labels, renumber
-from instanseg_scnp.metrics.topology import _pieces_per_label
+from instanseg_scnp.metrics._labels import check_labels, pieces_per_label, renumber
 
 __all__ = ["SHAPE_COLUMNS", "cell_shapes"]
 
@@ -401,7 +400,7 @@ def cell_shapes(labels: np.ndarray, spacing: float | None = None) -> pd.DataFram
     perimeter, outline_area = _perimeters_and_areas(index, n_cells)
     major = _major_axes(runs, n_cells, area)
     hull = _hull_areas(index, n_cells, runs)
-    _, fragments = _pieces_per_label(index, None)  # index holds every id 1..n_cells
+    _, fragments = pieces_per_label(index, None)  # index holds every id 1..n_cells
     scale = 1.0 if spacing is None else float(spacing)
     return pd.DataFrame(
         {

@@ -17,7 +17,9 @@ cells and a cell split in two along a line both leave them unchanged. The
 instance count sees both: ``count_error`` is :math:`|n_{gt} - n_{pred}|`, the
 numbers of distinct labels (0 when both images are empty).
 
-Instance-level counts, from the pixels each (gt, predicted) pair shares:
+Instance-level counts, the numbers of cells
+:func:`~instanseg_scnp.metrics.classify_errors` names (its module,
+:mod:`instanseg_scnp.metrics.errors`, has the exact rules):
 
 - ``fragmented``: predicted cells made of two or more connected pieces;
 - ``splits``: gt cells holding two or more predicted cells, each with at least
@@ -32,19 +34,17 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.measure import label as label_regions
 
-from instanseg_scnp.metrics._labels import check_label_pair, check_labels, overlaps
+from instanseg_scnp.metrics._labels import (
+    check_connectivity,
+    check_label_pair,
+    check_labels,
+    overlaps,
+    pieces_per_label,
+)
+from instanseg_scnp.metrics.errors import _classify
 
 __all__ = ["betti_numbers", "count_fragments", "topology_errors"]
-
-
-def _check_connectivity(connectivity: int | None, ndim: int) -> int:
-    if connectivity is None:
-        return ndim
-    if connectivity not in (1, ndim):
-        raise ValueError(f"connectivity must be 1 or {ndim} (full) for {ndim}-D images, got {connectivity!r}")
-    return connectivity
 
 
 def betti_numbers(mask: np.ndarray, connectivity: int | None = None) -> tuple[int, int]:
@@ -65,7 +65,7 @@ def betti_numbers(mask: np.ndarray, connectivity: int | None = None) -> tuple[in
     (1, 1)
     """
     mask = np.asarray(mask) != 0
-    connectivity = _check_connectivity(connectivity, mask.ndim)
+    connectivity = check_connectivity(connectivity, mask.ndim)
     structure = ndimage.generate_binary_structure(mask.ndim, connectivity)
     _, beta0 = ndimage.label(mask, structure)
     complement = ndimage.generate_binary_structure(mask.ndim, 1 if connectivity == mask.ndim else mask.ndim)
@@ -81,15 +81,7 @@ def count_fragments(labels: np.ndarray, connectivity: int | None = None) -> tupl
     >>> count_fragments(np.array([[7, 0, 7, 2, 2]]))
     (array([2, 7]), array([1, 2]))
     """
-    return _pieces_per_label(check_labels(labels, name="labels"), connectivity)
-
-
-def _pieces_per_label(labels: np.ndarray, connectivity: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`count_fragments` without the checks: one pass of connected-component labelling."""
-    pieces = label_regions(labels, background=0, connectivity=_check_connectivity(connectivity, labels.ndim))
-    owner = np.zeros(int(pieces.max(initial=0)) + 1, labels.dtype)
-    owner[pieces.ravel()] = labels.ravel()  # every pixel of a piece has the piece's label
-    return np.unique(owner[1:], return_counts=True)
+    return pieces_per_label(check_labels(labels, name="labels"), connectivity)
 
 
 def topology_errors(gt: np.ndarray, pred: np.ndarray, connectivity: int | None = None) -> dict:
@@ -108,7 +100,9 @@ def topology_errors(gt: np.ndarray, pred: np.ndarray, connectivity: int | None =
         ``count_error = |#labels(gt) - #labels(pred)|``; ``beta0_error =
         |β0(gt > 0) - β0(pred > 0)|``, ``beta1_error`` likewise for holes, the
         four Betti numbers themselves; and ``fragmented``, ``splits``,
-        ``merges``, ``missed``, ``spurious``.
+        ``merges``, ``missed``, ``spurious``: the numbers of cells in the sets
+        :func:`~instanseg_scnp.metrics.classify_errors` returns (``fragmented``,
+        ``split``, ``merged``, ``missed``, ``spurious``).
 
     Examples
     --------
@@ -122,10 +116,7 @@ def topology_errors(gt: np.ndarray, pred: np.ndarray, connectivity: int | None =
     beta0_gt, beta1_gt = betti_numbers(gt, connectivity)
     beta0_pred, beta1_pred = betti_numbers(pred, connectivity)
     table = overlaps(gt, pred)
-    pred_mostly_in_gt = table.overlap * 2 >= table.pred_area[table.pred_index]
-    gt_mostly_in_pred = table.overlap * 2 >= table.gt_area[table.gt_index]
-    covered = np.bincount(table.gt_index, table.overlap, minlength=len(table.gt_area))
-    on_gt = np.bincount(table.pred_index, table.overlap, minlength=len(table.pred_area))
+    cells = _classify(gt, pred, table, connectivity)
     return {
         "count_error": abs(len(table.gt_area) - len(table.pred_area)),
         "beta0_error": abs(beta0_gt - beta0_pred),
@@ -134,9 +125,9 @@ def topology_errors(gt: np.ndarray, pred: np.ndarray, connectivity: int | None =
         "beta0_pred": beta0_pred,
         "beta1_gt": beta1_gt,
         "beta1_pred": beta1_pred,
-        "fragmented": int((_pieces_per_label(pred, connectivity)[1] > 1).sum()),
-        "splits": int((np.bincount(table.gt_index[pred_mostly_in_gt], minlength=len(table.gt_area)) > 1).sum()),
-        "merges": int((np.bincount(table.pred_index[gt_mostly_in_pred], minlength=len(table.pred_area)) > 1).sum()),
-        "missed": int((covered * 2 < table.gt_area).sum()),
-        "spurious": int((on_gt * 2 < table.pred_area).sum()),
+        "fragmented": len(cells.fragmented),
+        "splits": len(cells.split),
+        "merges": len(cells.merged),
+        "missed": len(cells.missed),
+        "spurious": len(cells.spurious),
     }

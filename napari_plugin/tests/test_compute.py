@@ -8,13 +8,13 @@ import pytest
 import torch
 from instanseg_scnp import scnp
 from instanseg_scnp.data import synthetic_image
-from instanseg_scnp.metrics import cell_shapes, topology_errors
+from instanseg_scnp.metrics import cell_shapes, classify_errors, topology_errors
+from instanseg_scnp.upstream import InstanceCrops
 from instanseg_scnp.upstream import InstanceCrops
 
 from napari_instanseg_scnp._compute import (
     ERROR_CLASSES,
     WindowCache,
-    classify_cells,
     crop_penalty,
     error_map,
     histogram,
@@ -56,10 +56,12 @@ def test_map_penalty_ignores_unannotated(sample):
 
 def test_map_penalty_rejects_mismatched_ground_truth(sample):
     logits, gt = sample
-    with pytest.raises(ValueError, match=r"the ground truth must have the logits' shape \(96, 128\)"):
+    with pytest.raises(ValueError, match=r"the ground truth must have the same shape as the logits, \(96, 128\)"):
         map_penalty(logits, gt[:50])
-    with pytest.raises(TypeError, match="integer label image"):
+    with pytest.raises(TypeError, match="the ground truth must hold integer instance ids, got dtype float64"):
         map_penalty(logits, gt.astype(float))
+    with pytest.raises(ValueError, match=r"the ground truth may only use -1 \(unannotated\), .* found -2"):
+        map_penalty(logits, np.where(gt > 0, gt, -2))
 
 
 def random_crops(shape=(40, 50), n=6, half=8, seed=0) -> InstanceCrops:
@@ -109,7 +111,7 @@ def test_crop_penalty_penalizes_each_crop_against_the_cell_under_its_seed(window
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_classify_cells_counts_match_topology_errors(seed):
+def test_error_map_counts_match_topology_errors_and_paints_the_named_cells(seed):
     gt = synthetic_image((128, 128), rng=seed).labels
     rng = np.random.default_rng(seed)
     pred = np.roll(gt, 2, axis=1)
@@ -117,19 +119,25 @@ def test_classify_cells_counts_match_topology_errors(seed):
     pred[40:44, 40:48] = 999  # a spurious one
     pred[(gt == 5) & (np.arange(128)[None, :] % 16 < 8)] = 777  # a split / fragmented one
     pred[rng.random(gt.shape) < 0.01] = 0
-    counts = classify_cells(gt, pred).counts()
+    out, counts = error_map(gt, pred)
     expected = topology_errors(gt, pred)
     assert counts == {"split": expected["splits"], "merged": expected["merges"],
                       "fragmented": expected["fragmented"], "missed": expected["missed"],
                       "spurious": expected["spurious"]}
+    errors, painted = classify_errors(gt, pred), np.zeros(gt.shape, np.uint8)
+    for value, name in enumerate(ERROR_CLASSES, start=1):  # by hand: gt pixels for split and missed cells
+        for cell in getattr(errors, name).tolist():
+            painted[(gt if name in ("split", "missed") else pred) == cell] = value
+    np.testing.assert_array_equal(out, painted)
 
 
-def test_classify_cells_names_the_cells():
+def test_error_map_paints_each_class_from_its_side():
     gt = np.array([[1, 1, 1, 1, 0, 2, 2, 0, 3, 0, 4]])
     pred = np.array([[5, 5, 6, 6, 0, 0, 0, 0, 7, 7, 7]])
-    errors = classify_cells(gt, pred)
-    assert errors.split.tolist() == [1] and errors.missed.tolist() == [2]
-    assert errors.merged.tolist() == [7] and errors.fragmented.tolist() == [] and errors.spurious.tolist() == []
+    out, counts = error_map(gt, pred)
+    split, merged, missed = (ERROR_CLASSES.index(name) + 1 for name in ("split", "merged", "missed"))
+    assert out.tolist() == [[split] * 4 + [0, missed, missed, 0, merged, merged, merged]]
+    assert counts == {"split": 1, "merged": 1, "fragmented": 0, "missed": 1, "spurious": 0}
 
 
 def test_error_map_paints_classes_in_order():
@@ -141,11 +149,13 @@ def test_error_map_paints_classes_in_order():
     assert counts == {"split": 1, "merged": 0, "fragmented": 0, "missed": 1, "spurious": 1}
 
 
-def test_classify_cells_rejects_bad_labels():
-    with pytest.raises(ValueError, match="same shape"):
-        classify_cells(np.zeros((2, 2), int), np.zeros((3, 2), int))
-    with pytest.raises(TypeError, match="non-negative integer"):
-        classify_cells(np.zeros((2, 2), float), np.zeros((2, 2), int))
+def test_error_map_rejects_bad_labels():
+    with pytest.raises(ValueError, match=r"pred must have the same shape as gt, \(2, 2\), got \(3, 2\)"):
+        error_map(np.zeros((2, 2), int), np.zeros((3, 2), int))
+    with pytest.raises(TypeError, match="gt must hold integer instance ids"):
+        error_map(np.zeros((2, 2), float), np.zeros((2, 2), int))
+    with pytest.raises(ValueError, match=r"pred may only use 0 \(background\) and positive ids, found -1"):
+        error_map(np.zeros((2, 2), int), -np.ones((2, 2), int))
 
 
 def test_shape_features_are_cell_shapes_indexed_by_label():

@@ -92,10 +92,14 @@ def test_match_3d():
 @pytest.mark.parametrize(
     ("gt", "pred", "kwargs", "error", "message"),
     [
-        (np.zeros((4, 4), int), np.zeros((4, 5), int), {}, ValueError, r"same shape, got \(4, 4\) and \(4, 5\)"),
-        (np.zeros((4, 4)), np.zeros((4, 4), int), {}, TypeError, "gt must be an integer label image, got dtype float64"),
-        (np.zeros((4, 4), int), -np.ones((4, 4), int), {}, ValueError, "pred must not contain negative labels"),
-        (np.zeros((4, 4), bool), np.zeros((4, 4), int), {}, TypeError, "bool mask: label it first"),
+        (np.zeros((4, 4), int), np.zeros((4, 5), int), {}, ValueError,
+         r"pred must have the same shape as gt, \(4, 4\), got \(4, 5\)"),
+        (np.zeros((4, 4)), np.zeros((4, 4), int), {}, TypeError,
+         "gt must hold integer instance ids, got dtype float64"),
+        (np.zeros((4, 4), int), -np.ones((4, 4), int), {}, ValueError,
+         r"pred may only use 0 \(background\) and positive ids, found -1"),
+        (np.zeros((4, 4), bool), np.zeros((4, 4), int), {}, TypeError,
+         "gt is a boolean foreground mask.*label it first"),
         (np.zeros(4, int), np.zeros(4, int), {}, ValueError, "must have 2 or 3 dims"),
         (np.zeros((4, 4), int), np.zeros((4, 4), int), {"thresholds": (0.3,)}, ValueError, r"in \[0.5, 1\]"),
     ],

@@ -126,7 +126,7 @@ def test_topology_errors_3d_and_empty():
 
 
 def test_topology_errors_bad_input():
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match=r"pred must have the same shape as gt, \(3, 3\), got \(3, 4\)"):
         topology_errors(np.zeros((3, 3), int), np.zeros((3, 4), int))
-    with pytest.raises(TypeError, match="pred must be an integer label image"):
+    with pytest.raises(TypeError, match="pred must hold integer instance ids, got dtype float64"):
         topology_errors(np.zeros((3, 3), int), np.zeros((3, 3)))

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from instanseg_scnp.upstream import ModelError
+from instanseg_scnp.metrics import check_labels
+from instanseg_scnp.upstream import ModelError, load_model, model_outputs
 
 from napari_instanseg_scnp._compute import (
     Penalty,
@@ -21,9 +22,9 @@ from napari_instanseg_scnp._compute import (
     map_penalty,
     shape_features,
 )
-from instanseg_scnp.upstream import load_model, model_outputs
 
 __all__ = ["PENALTY_TARGETS", "Analysis", "InputError", "Inputs", "analyse", "analyse_steps"]
+
 
 class InputError(ValueError):
     """Inputs the inspector cannot use; the message says why and what to choose instead."""
@@ -80,9 +81,7 @@ def _logit_map(image: np.ndarray, rgb: bool) -> np.ndarray:
 
 def analyse_steps(inputs: Inputs) -> Generator[str, None, Analysis]:
     """Run the model (or take the logits), the penalties' set-up and the shape tables; yields stage names."""
-    gt = None if inputs.ground_truth is None else np.asarray(inputs.ground_truth)
-    if gt is not None and not np.issubdtype(gt.dtype, np.integer):
-        raise InputError(f"the ground truth must be an integer label image, got dtype {gt.dtype}")
+    gt = None if inputs.ground_truth is None else _ground_truth(inputs.ground_truth)
     penalties: dict[str, Penalty] = {}
     if inputs.model is not None and str(inputs.model).strip() not in ("", "."):
         try:
@@ -118,10 +117,17 @@ def analyse_steps(inputs: Inputs) -> Generator[str, None, Analysis]:
                     with_model=len(logits) > 1)
 
 
+def _ground_truth(labels: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The ground truth through the library's label check (-1: unannotated), its errors as :class:`InputError`."""
+    try:
+        return check_labels(labels, name="the ground truth", ndims=(2,), shape=shape, shape_of="the image",
+                            allow_unannotated=True)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{error}: choose a Labels layer of this image") from error
+
+
 def _check_shape(gt: np.ndarray, shape: tuple[int, ...]) -> None:
-    if gt.shape != tuple(shape):
-        raise InputError(f"the ground truth has shape {gt.shape}, the image {tuple(shape)}: "
-                         "choose labels of this image")
+    _ground_truth(gt, tuple(shape))
 
 
 def analyse(inputs: Inputs) -> Analysis:

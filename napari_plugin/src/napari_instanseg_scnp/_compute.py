@@ -5,9 +5,9 @@ r"""The inspector's computations: pure NumPy/torch, no napari or Qt (tested with
   keeps recent windows so moving the slider back costs nothing.
 - :func:`shape_features`, :func:`shape_colors`: :func:`instanseg_scnp.metrics.cell_shapes`
   as a napari ``Labels.features`` table, and a colour per cell by a shape column.
-- :func:`classify_cells`, :func:`error_map`: which cells are split, merged, fragmented,
-  missed or spurious, with the definitions (and counts) of
-  :func:`instanseg_scnp.metrics.topology_errors`.
+- :func:`error_map`: the split, merged, fragmented, missed and spurious cells that
+  :func:`instanseg_scnp.metrics.classify_errors` names (the definitions, and the
+  counts, of :func:`instanseg_scnp.metrics.topology_errors`), painted as one label image.
 """
 
 from __future__ import annotations
@@ -19,17 +19,15 @@ import numpy as np
 import pandas as pd
 import torch
 from instanseg_scnp import scnp
-from instanseg_scnp.metrics import cell_shapes, count_fragments
+from instanseg_scnp.metrics import CellErrors, cell_shapes, check_labels, classify_errors
 from scipy import ndimage
 
 __all__ = [
     "ERROR_CLASSES",
     "ERROR_COLORS",
     "SHAPE_RANGE",
-    "CellErrors",
     "Penalty",
     "WindowCache",
-    "classify_cells",
     "error_map",
     "histogram",
     "labels_from_logits",
@@ -40,8 +38,9 @@ __all__ = [
     "symmetric_limits",
 ]
 
-ERROR_CLASSES = ("split", "merged", "fragmented", "missed", "spurious")
-"""Error classes in the order they are painted (a later class wins a pixel); layer value = position + 1."""
+ERROR_CLASSES = CellErrors.ERROR_CLASSES
+"""Error classes (those of :func:`~instanseg_scnp.metrics.classify_errors`) in the order they are painted (a later
+class wins a pixel); layer value = position + 1."""
 
 ERROR_COLORS = {"split": "#e6194b", "merged": "#f58231", "fragmented": "#ffe119", "missed": "#4363d8",
                 "spurious": "#911eb4"}
@@ -100,16 +99,12 @@ class Penalty:
 
 
 def _check_target(gt: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    gt = np.asarray(gt)
-    if gt.shape != tuple(shape):
-        raise ValueError(f"the ground truth must have the logits' shape {tuple(shape)}, got {gt.shape}")
-    if not np.issubdtype(gt.dtype, np.integer):
-        raise TypeError(f"the ground truth must be an integer label image, got dtype {gt.dtype}")
-    return gt
+    return check_labels(gt, name="the ground truth", ndims=(2,), shape=tuple(shape), shape_of="the logits",
+                        allow_unannotated=True)
 
 
 def map_penalty(logits: np.ndarray, gt: np.ndarray) -> Penalty:
-    """Penalty of a (H, W) logit map against the foreground of ground-truth labels (negative: unannotated)."""
+    """Penalty of a (H, W) logit map against the foreground of ground-truth labels (-1: unannotated)."""
     logits = np.ascontiguousarray(logits, dtype=np.float32)
     if logits.ndim != 2:
         raise ValueError(f"logits must be a 2-D map (H, W), got shape {logits.shape}")
@@ -127,7 +122,7 @@ def crop_penalty(crops, shown: np.ndarray, pick: torch.Tensor, gt: np.ndarray) -
     at its seed; a seed on background gets an empty mask (all background). Each
     crop is penalized on its own, with the window clipped at the crop's border,
     and each pixel of the assembled map reads the penalized logit of the crop that
-    owns it. ``crops`` is a :class:`~napari_instanseg_scnp._model.InstanceCrops`;
+    owns it. ``crops`` is a :class:`instanseg_scnp.upstream.InstanceCrops`;
     ``shown`` and ``pick`` come from its ``assemble()``.
     """
     gt = _check_target(gt, crops.shape)
@@ -255,80 +250,25 @@ def histogram(prediction: np.ndarray, ground_truth: np.ndarray, bins: int = 20) 
     return edges, fractions(prediction), fractions(ground_truth)
 
 
-@dataclass(frozen=True)
-class CellErrors:
-    """Cell ids per error class: gt ids for ``split`` and ``missed``, predicted ids for the others."""
-
-    split: np.ndarray
-    merged: np.ndarray
-    fragmented: np.ndarray
-    missed: np.ndarray
-    spurious: np.ndarray
-
-    def counts(self) -> dict[str, int]:
-        return {name: len(getattr(self, name)) for name in ERROR_CLASSES}
-
-
-def classify_cells(gt: np.ndarray, pred: np.ndarray) -> CellErrors:
-    """Which cells are split, merged, fragmented, missed and spurious.
-
-    Definitions of :func:`instanseg_scnp.metrics.topology_errors` (its counts are
-    these ids' counts): a gt cell is *split* when it holds two or more predicted
-    cells with at least half of their area inside it, and *missed* when less than
-    half of it is predicted foreground; a predicted cell is *merged* when it holds
-    two or more gt cells with at least half of their area inside it, *spurious*
-    when less than half of it is gt foreground, *fragmented* when it has two or
-    more connected pieces (full connectivity).
-
-    Examples
-    --------
-    >>> gt = np.array([[1, 1, 1, 1, 0, 2, 2]])
-    >>> pred = np.array([[3, 3, 4, 4, 0, 0, 0]])
-    >>> errors = classify_cells(gt, pred)
-    >>> errors.split.tolist(), errors.missed.tolist(), errors.counts()["merged"]
-    ([1], [2], 0)
-    """
-    gt, pred = np.asarray(gt), np.asarray(pred)
-    if gt.shape != pred.shape:
-        raise ValueError(f"the two label images must have the same shape, got {gt.shape} and {pred.shape}")
-    for name, labels in (("gt", gt), ("pred", pred)):
-        if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
-            raise TypeError(f"{name} must be a non-negative integer label image, got dtype {labels.dtype}")
-    g, p = gt.ravel().astype(np.int64), pred.ravel().astype(np.int64)
-    gt_area, pred_area = np.bincount(g), np.bincount(p)
-    both = (g > 0) & (p > 0)
-    n_pred = len(pred_area)
-    keys, overlap = np.unique(g[both] * n_pred + p[both], return_counts=True)
-    pair_gt, pair_pred = keys // n_pred, keys % n_pred
-    pred_mostly_in_gt = overlap * 2 >= pred_area[pair_pred]
-    gt_mostly_in_pred = overlap * 2 >= gt_area[pair_gt]
-    gt_ids = np.flatnonzero(gt_area[1:]) + 1
-    pred_ids = np.flatnonzero(pred_area[1:]) + 1
-    covered = np.bincount(pair_gt, overlap, minlength=len(gt_area))
-    on_gt = np.bincount(pair_pred, overlap, minlength=n_pred)
-    held = np.bincount(pair_gt[pred_mostly_in_gt], minlength=len(gt_area))
-    holds = np.bincount(pair_pred[gt_mostly_in_pred], minlength=n_pred)
-    fragment_ids, pieces = count_fragments(pred)
-    return CellErrors(
-        split=gt_ids[held[gt_ids] > 1],
-        merged=pred_ids[holds[pred_ids] > 1],
-        fragmented=np.asarray(fragment_ids[pieces > 1], dtype=np.int64),
-        missed=gt_ids[covered[gt_ids] * 2 < gt_area[gt_ids]],
-        spurious=pred_ids[on_gt[pred_ids] * 2 < pred_area[pred_ids]],
-    )
-
-
 def error_map(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
     """A label image of the error cells (value = position in :data:`ERROR_CLASSES` + 1) and the counts.
 
-    Split and missed cells are painted with their gt pixels, the others with their
-    predicted pixels, in the order of :data:`ERROR_CLASSES` (a later class wins).
+    The cells are those :func:`instanseg_scnp.metrics.classify_errors` names. Split
+    and missed cells are painted with their gt pixels, the others with their
+    predicted pixels (:attr:`instanseg_scnp.metrics.CellErrors.SIDES`), in the
+    order of :data:`ERROR_CLASSES` (a later class wins).
+
+    Examples
+    --------
+    >>> out, counts = error_map(np.array([[1, 1, 1, 1, 0, 2]]), np.array([[3, 3, 4, 4, 0, 0]]))
+    >>> out.tolist(), counts["split"], counts["missed"]
+    ([[1, 1, 1, 1, 0, 4]], 1, 1)
     """
-    errors = classify_cells(gt, pred)
+    errors = classify_errors(gt, pred)
+    images = {"gt": np.asarray(gt), "pred": np.asarray(pred)}
     out = np.zeros(np.shape(gt), np.uint8)
     for value, name in enumerate(ERROR_CLASSES, start=1):
-        source = gt if name in ("split", "missed") else pred
         ids = getattr(errors, name)
         if len(ids):
-            out[np.isin(source, ids)] = value
-    return out, errors.counts()
+            out[np.isin(images[CellErrors.SIDES[name]], ids)] = value
+    return out, {name: len(getattr(errors, name)) for name in ERROR_CLASSES}
