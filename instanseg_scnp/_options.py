@@ -23,6 +23,8 @@ SEED_LOSSES = ("binary_xloss", "l1_distance", "l2_distance")
 """Upstream's seed losses that take SCNP."""
 UPSTREAM_ONLY_SEED_LOSSES = ("distance_and_binary_loss",)
 """Upstream's two-channel seed loss: accepted as a plain name, not with SCNP."""
+EXPORT_FORMATS = ("torchscript", "bioimageio")
+"""What ``export`` writes: upstream's TorchScript file, or a bioimage.io package of it."""
 DEPRECATED_TARGETS = {"both": "mask+seed"}
 DEPRECATED_MODES = {"both": "plain+penalized"}
 """Spellings of earlier versions, still accepted with a FutureWarning."""

@@ -19,8 +19,16 @@ from pathlib import Path
 
 from instanseg_scnp._files import read_json
 from instanseg_scnp._logs import PACKAGE_LOGGER, send_package_logs
-from instanseg_scnp._options import DEPRECATED_MODES, DEPRECATED_TARGETS, MASK_LOSSES, SCNP_TARGETS, SEED_LOSSES
+from instanseg_scnp._options import (
+    DEPRECATED_MODES,
+    DEPRECATED_TARGETS,
+    EXPORT_FORMATS,
+    MASK_LOSSES,
+    SCNP_TARGETS,
+    SEED_LOSSES,
+)
 from instanseg_scnp.data import DATA_DIR_ENV, DATASETS, SPLITS
+from instanseg_scnp.rundir import BIOIMAGEIO
 from instanseg_scnp.experiment import SET_BY_EXPERIMENT
 from instanseg_scnp.training.config import TrainConfig
 from instanseg_scnp.training.presets import PRESETS
@@ -87,6 +95,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] 
             options.update(type=str, metavar="DIR")
         elif field.name == "pixel_size":
             options.update(type=float, metavar="UM")
+        elif field.name == "init":
+            options.update(type=str, metavar="MODEL")
         else:
             options.update(type=type(example))
         shown = _preset_default(field.name, field.default)
@@ -133,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train an InstanSeg model with SCNP, export the best epoch to RUN_DIR/instanseg.pt and "
                     "evaluate it on the test split. Runs data-parallel under torchrun.")
     _add_config_flags(train)
+    train.add_argument("--config", type=Path, metavar="FILE", default=None,
+                       help="take the settings from FILE: a run's config.json (to repeat the run) or a .toml file "
+                            "of the same keys; flags given as well replace its values, and the preset fills in "
+                            "what neither gives (default: flags and preset only)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", default=None,
                        help="continue RUN_DIR from its last checkpoint with its own config "
                             "(only --device and --workers may change) (default: start a new run)")
@@ -143,13 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: refuse)")
     train.set_defaults(func=_train)
 
-    export = commands.add_parser("export", parents=[common], help="export a run's best weights to TorchScript",
-                                 description="Export RUN_DIR's best weights (model_weights.pth) to upstream "
-                                             "InstanSeg's TorchScript format.")
+    export = commands.add_parser(
+        "export", parents=[common], help="export a run's model to TorchScript or a bioimage.io package",
+        description="Export RUN_DIR's best weights (model_weights.pth) to upstream InstanSeg's TorchScript format, "
+                    "or RUN_DIR's exported model as a bioimage.io package (for QuPath's InstanSeg extension and the "
+                    "bioimage.io model zoo; needs: pip install 'instanseg-scnp[bioimageio]').")
     export.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="torchscript",
+                        help="torchscript: upstream's .pt file; bioimageio: a package folder, or a .zip file when "
+                             "--output ends in .zip (default: torchscript)")
     export.add_argument("--output", type=Path, default=None,
-                        help="the .pt file to write (default: RUN_DIR/instanseg.pt)")
-    export.add_argument("--overwrite", action="store_true", help="replace an existing output file (default: refuse)")
+                        help="what to write (default: RUN_DIR/instanseg.pt, or RUN_DIR/bioimageio for a package)")
+    export.add_argument("--author", action="append", default=None, metavar="NAME",
+                        help="a package author, repeatable, for bioimageio (default: your login name)")
+    export.add_argument("--license", default="Apache-2.0",
+                        help="SPDX licence of the package's model, for bioimageio (default: Apache-2.0)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output (default: refuse)")
     export.set_defaults(func=_export)
 
     evaluate = commands.add_parser(
@@ -166,9 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare", parents=[common], help="compare runs: each SCNP setting against its baseline, paired by seed",
         description="Group runs into settings (runs that differ only in --seed, --out, --device, --workers, "
-                    "--data-root or --preset are one setting), pair each SCNP setting's runs with its baseline's "
-                    "by seed and test image, and print a Markdown report: mean ± std over seeds, and the paired "
-                    "differences with 95% bootstrap CIs (bold only where the CI excludes 0). Writes "
+                    "--data-root, --preset or --log are one setting), pair each SCNP setting's runs with its "
+                    "baseline's by seed and test image, and print a Markdown report: mean ± std over seeds, and the "
+                    "paired differences with 95% bootstrap CIs (bold only where the CI excludes 0). Writes "
                     "comparison.md, runs.csv, per_image.csv, paired.csv, comparison.png, and the validation "
                     "curves (epochs.csv, curves.png).")
     compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished run directories")
@@ -231,10 +254,15 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError("--resume continues a run; it cannot be combined with --overwrite")
     if args.allow_changed_data and args.resume is None:
         raise ValueError("--allow-changed-data only applies with --resume")
+    if args.resume is not None and args.config is not None:
+        raise ValueError("--resume continues a run with its own config; it cannot be combined with --config")
     try:
         if args.resume is not None:
             result = resume(args.resume, progress=not args.quiet, allow_changed_data=args.allow_changed_data,
                             **settings)
+        elif args.config is not None:  # the file's settings, replaced by the flags given
+            result = train(TrainConfig.from_file(args.config, **settings), overwrite=args.overwrite,
+                           progress=not args.quiet)
         else:
             result = train(overwrite=args.overwrite, progress=not args.quiet, **settings)
     except TrainingDiverged as error:  # not the input's fault as such: exit status 1
@@ -247,9 +275,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from instanseg_scnp.upstream import export_run
+    from instanseg_scnp.upstream import export_bioimageio, export_run
 
-    print(export_run(args.run_dir, args.output, overwrite=args.overwrite))
+    if args.format == "bioimageio":
+        print(export_bioimageio(args.run_dir, args.output or args.run_dir / BIOIMAGEIO, authors=args.author or (),
+                                license=args.license, overwrite=args.overwrite))
+    else:
+        print(export_run(args.run_dir, args.output, overwrite=args.overwrite))
     return 0
 
 
@@ -338,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"instanseg-scnp {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except OSError as error:  # the machine's fault (a full disk, permissions): one line, exit status 1
+    except (OSError, ImportError) as error:  # the machine's (a full disk, a missing extra): one line, exit status 1
         if args.verbose:
             raise
         print(f"instanseg-scnp {args.command}: error: {error}", file=sys.stderr)

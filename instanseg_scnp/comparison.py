@@ -50,9 +50,9 @@ from instanseg_scnp.training.config import TrainConfig, upgrade_saved
 
 logger = logging.getLogger(__name__)
 
-NOT_A_SETTING = ("seed", "out", "device", "workers", "data_root", "preset")
+NOT_A_SETTING = ("seed", "out", "device", "workers", "data_root", "preset", "log", "log_images_every", "export")
 """Config fields that do not make a different setting: the seed (what pairs runs), where a run wrote and
-ran, where the data lives, and the preset's name (its values are the resolved fields)."""
+ran, where the data lives, the preset's name (its values are the resolved fields) and what it logged."""
 SCNP_FIELDS = ("scnp", "scnp_window", "scnp_mode")
 """The fields in which a setting may differ from its baseline."""
 

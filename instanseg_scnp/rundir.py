@@ -35,6 +35,8 @@ CHECKPOINT = "checkpoint.pth"
 METRICS = "metrics.csv"
 CURVES = "curves.png"
 TORCHSCRIPT = "instanseg.pt"
+BIOIMAGEIO = "bioimageio"
+"""The bioimage.io package ``export --format bioimageio`` and ``train --export bioimageio`` write by default."""
 EVALUATION = "evaluation"
 
 
@@ -43,7 +45,7 @@ class RunDirError(FileExistsError):
 
 
 RUN_ENTRIES = (CONFIG, EXPERIMENT_LOG, BEST_WEIGHTS, CHECKPOINT, METRICS, CURVES, TORCHSCRIPT, EVALUATION,
-               "evaluation-*", ".*.tmp")
+               BIOIMAGEIO, "evaluation-*", ".*.tmp")
 """What a run directory may hold (``evaluate`` adds ``evaluation-<data>-<split>``; a killed write leaves
 ``.NAME.PID.tmp``): ``--overwrite`` replaces a folder of only these."""
 

@@ -8,9 +8,11 @@ that a preset decides takes the preset's value.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,6 +20,7 @@ from typing import Literal
 from instanseg_scnp._options import (
     DEPRECATED_MODES,
     DEPRECATED_TARGETS,
+    EXPORT_FORMATS,
     MASK_LOSSES,
     MODES,
     SCNP_TARGETS,
@@ -34,6 +37,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "constant")
 NORMS = ("BATCH", "INSTANCE", "None")
+LOGS = ("csv", "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,11 @@ class TrainConfig:
     window_size: int | None = field(default=None, metadata={
         "help": "side of the crop around each seed in the instance-mask loss, px"})
     pixel_size: float | None = field(default=None, metadata={
-        "help": "rescale training images to this pixel size, µm; None keeps each dataset's own"})
+        "help": "rescale training images to this pixel size, µm; None keeps each dataset's own (with --init: the "
+                "source model's)"})
+    init: str | None = field(default=None, metadata={
+        "help": "start from the weights of an exported InstanSeg model: an instanseg.pt, a run directory or a "
+                "bioimage.io package (folder or .zip); --layers and --norm come from it"})
     workers: int = field(default=0, metadata={"help": "data-loading worker processes (2-8 help on GPU machines)"})
     deterministic: bool = field(default=False, metadata={
         "help": "use deterministic algorithms (bitwise-reproducible on CPU, slower on GPU)"})
@@ -110,10 +118,22 @@ class TrainConfig:
         "help": "consecutive training steps with a NaN or infinite loss (or gradient, outside fp16's loss "
                 "scaling) after which the run stops with an error; such steps are skipped, and the last "
                 "checkpoint stays resumable"})
+    log: Literal["csv", "tensorboard"] = field(default="csv", metadata={
+        "help": "csv: metrics.csv only; tensorboard: also RUN_DIR/tensorboard/ (losses, validation, learning "
+                "rate, image panels; needs: pip install 'instanseg-scnp[tensorboard]')"})
+    log_images_every: int = field(default=5, metadata={
+        "help": "with --log tensorboard: an image panel of a validation tile every N epochs and after the last"})
+    export: Literal["torchscript", "bioimageio"] = field(default="torchscript", metadata={
+        "help": "torchscript: RUN_DIR/instanseg.pt; bioimageio: also the bioimage.io package RUN_DIR/bioimageio/ "
+                "(for QuPath; needs: pip install 'instanseg-scnp[bioimageio]')"})
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "preset", self.preset or default_preset(self.data))
+        if self.init is not None:
+            set_(self, "init", str(self.init))
+            if self.layers is None or self.norm is None or self.pixel_size is None:  # a saved config has all three
+                _take_from_init(self)
         for name, value in preset_values(self.preset).items():
             if getattr(self, name) is None:
                 set_(self, name, value)
@@ -132,6 +152,9 @@ class TrainConfig:
         for name in ("epochs", "epoch_length", "batch_size", "tile_size", "window_size"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("nonfinite_patience", self.nonfinite_patience, minimum=1)
+        _check_int("log_images_every", self.log_images_every, minimum=1)
+        look_up_option(self.log, LOGS, name="log")
+        look_up_option(self.export, EXPORT_FORMATS, name="export")
         for name in ("hotstart", "workers", "seed"):
             _check_int(name, getattr(self, name), minimum=0)
         if self.hotstart >= self.epochs:
@@ -173,6 +196,38 @@ class TrainConfig:
         """Inverse of :meth:`to_json`; also reads the configs of older versions (:func:`upgrade_saved`)."""
         return cls(**upgrade_saved(json.loads(text)))
 
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: object) -> TrainConfig:
+        """The config in a run's ``config.json`` (its ``"config"`` section) or a TOML file of the same keys,
+        with ``overrides`` replacing its values: ``TrainConfig.from_file("runs/a/config.json", seed=1,
+        out="runs/a-s1")`` repeats run ``a`` with another seed.
+
+        Settings neither the file nor ``overrides`` give come from the preset, as in ``TrainConfig(...)``.
+        A ``config.json`` holds every resolved setting, so only ``overrides`` change the run it describes.
+
+        Raises
+        ------
+        ValueError
+            If the file is not JSON or TOML, or has a key that is not a field (the message names it and the
+            accepted keys), or a value is invalid.
+        FileNotFoundError
+            If there is no such file.
+        """
+        return cls(**{**read_config_file(path), **overrides})
+
+
+def _take_from_init(config: TrainConfig) -> None:
+    """Set the ``layers``, ``norm`` and ``pixel_size`` that ``config`` leaves out to its ``init`` model's; an
+    explicit ``layers`` or ``norm`` that differs from the model's is an error naming both."""
+    from instanseg_scnp.upstream.finetune import check_architecture, load_initial_weights
+
+    initial = load_initial_weights(config.init)
+    check_architecture(initial, layers=config.layers, norm=config.norm)
+    object.__setattr__(config, "layers", initial.architecture["layers"])
+    object.__setattr__(config, "norm", initial.architecture["norm"])
+    if config.pixel_size is None:
+        object.__setattr__(config, "pixel_size", initial.pixel_size)
+
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
@@ -202,3 +257,43 @@ def upgrade_saved(config: dict, derived: dict | None = None) -> dict:
     if config.get("scnp_window") == "auto" and derived and "scnp_window" in derived:
         config["scnp_window"] = derived["scnp_window"]
     return {key: value for key, value in config.items() if value is not None}
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The settings in a ``config.json`` that a run wrote (``{"config": ..., "derived": ...}``; only
+    ``"config"`` is read, in this version's spellings) or in a JSON or TOML (``.toml``) file of
+    :class:`TrainConfig`'s fields, as ``{field: value}``; an unknown key is a ValueError naming it."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    toml = path.suffix.lower() == ".toml"
+    try:
+        if toml:
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            values = tomllib.loads(text)
+        else:
+            values = json.loads(text)
+    except ValueError as error:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise ValueError(f"{str(path)!r} is not valid {'TOML' if toml else 'JSON'} ({error}); a config file is a "
+                         "run's config.json or a .toml file of the same keys") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(values).__name__}, not a table of settings")
+    accepted = [item.name for item in dataclasses.fields(TrainConfig)]
+    if isinstance(values.get("config"), dict):  # a run's config.json: its derived settings are not settings
+        _check_keys(path, values, ("config", "derived"))
+        values = upgrade_saved(values["config"], values.get("derived"))
+    else:
+        values = upgrade_saved(values)
+    _check_keys(path, values, accepted)
+    return values
+
+
+def _check_keys(path: Path, values: dict, accepted: Sequence[str]) -> None:
+    for key in values:
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), accepted, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{str(path)!r}: unknown setting {key!r}{hint}; the settings are "
+                             f"{', '.join(accepted)}")

@@ -1,4 +1,5 @@
-"""Finishing a fitted run (rank 0 only): curves, the TorchScript export of the best epoch, its evaluation."""
+"""Finishing a fitted run (rank 0 only): curves, the TorchScript export of the best epoch (and its bioimage.io
+package with ``export="bioimageio"``), its evaluation."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import math
 
 from instanseg_scnp.evaluation import evaluate_items, load_segmenter, summary_line, write_evaluation
 from instanseg_scnp.plots import plot_training_curves
-from instanseg_scnp.rundir import CURVES, EVALUATION, TORCHSCRIPT, replace_run_dir, write_metrics
+from instanseg_scnp.rundir import BIOIMAGEIO, CURVES, EVALUATION, TORCHSCRIPT, replace_run_dir, write_metrics
 from instanseg_scnp.training.fit import FitState
 from instanseg_scnp.training.setup import Run
-from instanseg_scnp.upstream import export_run
+from instanseg_scnp.upstream import export_bioimageio, export_run
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ def finish(run: Run, state: FitState, *, progress: bool) -> dict:
     write_evaluation(evaluation, out / EVALUATION, overwrite=True,
                      extra={"split": run.eval_split, "best_epoch": state.best_epoch, "best_val_f1": best_f1})
     summary = evaluation.summary
+    if config.export == "bioimageio":
+        export_bioimageio(out, out / BIOIMAGEIO, overwrite=True)
     if out != config.out:
         replace_run_dir(out, config.out)
         logger.info("replaced the earlier run in %s", config.out)

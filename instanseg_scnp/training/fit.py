@@ -12,6 +12,7 @@ with ``deterministic=True``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -33,6 +34,7 @@ from instanseg_scnp.training import distributed
 from instanseg_scnp.training.config import TrainConfig
 from instanseg_scnp.training.samples import Tiles, collate, epoch_plan, epoch_seed, validation_plan
 from instanseg_scnp.training.setup import Run
+from instanseg_scnp.training.tensorboard import TENSORBOARD, Board
 from instanseg_scnp.upstream import quiet_upstream, validation_f1
 
 logger = logging.getLogger(__name__)
@@ -76,38 +78,43 @@ def fit(run: Run, *, resuming: bool, progress: bool) -> FitState:
 
     train_tiles = Tiles(run.dataset["Train"], config.tile_size, train=True, pixel_size=config.pixel_size)
     val_tiles = Tiles(run.dataset["Validation"], config.tile_size, train=False, pixel_size=config.pixel_size)
-    for epoch in range(state.epoch, config.epochs):
-        hot = epoch < config.hotstart
-        _seed_globals(epoch_seed(config.seed, epoch, process.rank))
-        for update, name in zip((loss_fn.update_seed_loss, loss_fn.update_binary_loss),
-                                HOTSTART_LOSSES if hot else run.main_losses, strict=True):
-            update(name)
-        start = time.perf_counter()
-        train_loss = _train_epoch(run, train_tiles, epoch, progress=progress)
-        train_time = time.perf_counter() - start
-        run.scheduler.step()
-        if process.is_main:
-            val_loss, val_f1 = _validate(run, val_tiles)
-            row = {"epoch": epoch, "phase": "hotstart" if hot else "main", "seed_loss": loss_fn.scnp_seed_loss_name,
-                   "mask_loss": loss_fn.scnp_mask_loss_name, "train_loss": train_loss, "val_loss": val_loss,
-                   "val_f1": val_f1, "lr": run.optimizer.param_groups[0]["lr"], "train_time_s": train_time,
-                   "tiles_per_s": config.epoch_length / train_time,
-                   "val_time_s": time.perf_counter() - start - train_time}
-            state.history.append(row)
-            state.epoch = epoch + 1
-            best = not hot and state.improves(val_f1, val_loss)
-            if best:
-                state.best_epoch, state.best_f1, state.best_val_loss = epoch, val_f1, val_loss
-                best_weights = _cpu_copy(model.state_dict())
-            _save_checkpoint(out / CHECKPOINT, state, run, best_weights)
-            write_metrics(out, state.history)
-            if best:  # after the checkpoint, which holds them too: a kill in between loses nothing
-                _save_best(out / BEST_WEIGHTS, best_weights, state)
-            logger.info("epoch %d/%d %-8s train loss %.4f | val loss %.4f | val F1 %.3f%s | %.1f s, %.1f tiles/s",
-                        epoch + 1, config.epochs, row["phase"], train_loss, val_loss, val_f1,
-                        " (best)" if best else "", train_time, row["tiles_per_s"])
-        if process.distributed:
-            torch.distributed.barrier()
+    with _open_board(run, start_epoch=state.epoch) as board:  # None but on rank 0 with --log tensorboard
+        for epoch in range(state.epoch, config.epochs):
+            hot = epoch < config.hotstart
+            _seed_globals(epoch_seed(config.seed, epoch, process.rank))
+            for update, name in zip((loss_fn.update_seed_loss, loss_fn.update_binary_loss),
+                                    HOTSTART_LOSSES if hot else run.main_losses, strict=True):
+                update(name)
+            start = time.perf_counter()
+            train_loss = _train_epoch(run, train_tiles, epoch, progress=progress, board=board)
+            train_time = time.perf_counter() - start
+            run.scheduler.step()
+            if process.is_main:
+                val_loss, val_f1 = _validate(run, val_tiles)
+                row = {"epoch": epoch, "phase": "hotstart" if hot else "main", "seed_loss": loss_fn.scnp_seed_loss_name,
+                       "mask_loss": loss_fn.scnp_mask_loss_name, "train_loss": train_loss, "val_loss": val_loss,
+                       "val_f1": val_f1, "lr": run.optimizer.param_groups[0]["lr"], "train_time_s": train_time,
+                       "tiles_per_s": config.epoch_length / train_time,
+                       "val_time_s": time.perf_counter() - start - train_time}
+                state.history.append(row)
+                state.epoch = epoch + 1
+                best = not hot and state.improves(val_f1, val_loss)
+                if best:
+                    state.best_epoch, state.best_f1, state.best_val_loss = epoch, val_f1, val_loss
+                    best_weights = _cpu_copy(model.state_dict())
+                _save_checkpoint(out / CHECKPOINT, state, run, best_weights)
+                write_metrics(out, state.history)
+                if best:  # after the checkpoint, which holds them too: a kill in between loses nothing
+                    _save_best(out / BEST_WEIGHTS, best_weights, state)
+                logger.info("epoch %d/%d %-8s train loss %.4f | val loss %.4f | val F1 %.3f%s | %.1f s, %.1f tiles/s",
+                            epoch + 1, config.epochs, row["phase"], train_loss, val_loss, val_f1,
+                            " (best)" if best else "", train_time, row["tiles_per_s"])
+                if board is not None:
+                    board.end_epoch(epoch, row)
+                    if board.wants_panel(epoch):
+                        board.panel(epoch, *_predict_tile(run, val_tiles))
+            if process.distributed:
+                torch.distributed.barrier()
 
     distributed.check_replicas(process, model)
     if process.is_main:
@@ -115,7 +122,16 @@ def fit(run: Run, *, resuming: bool, progress: bool) -> FitState:
     return state
 
 
-def _train_epoch(run: Run, tiles: Tiles, epoch: int, *, progress: bool) -> float:
+def _open_board(run: Run, *, start_epoch: int) -> contextlib.AbstractContextManager[Board | None]:
+    """The run's TensorBoard writer on rank 0 with ``log="tensorboard"``; otherwise None."""
+    config, process = run.config, run.process
+    if config.log != "tensorboard" or not process.is_main:
+        return contextlib.nullcontext()
+    steps = math.ceil(len(range(process.rank, config.epoch_length, process.world_size)) / config.batch_size)
+    return Board(run.out / TENSORBOARD, config, steps_per_epoch=steps, start_epoch=start_epoch)
+
+
+def _train_epoch(run: Run, tiles: Tiles, epoch: int, *, progress: bool, board: Board | None = None) -> float:
     """One epoch of optimizer steps on this rank's tiles; the mean loss over all ranks' healthy steps.
 
     A step with a non-finite loss or gradient is skipped on every rank; ``nonfinite_patience`` of them in a row
@@ -130,7 +146,7 @@ def _train_epoch(run: Run, tiles: Tiles, epoch: int, *, progress: bool) -> float
     device, losses, unhealthy = process.device, [], 0
     trained.train()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False)
-    for images, labels in bar:
+    for position, (images, labels) in enumerate(bar):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=_autocast_dtype(config), enabled=config.precision != "fp32"):
             output = trained(images)
@@ -157,6 +173,8 @@ def _train_epoch(run: Run, tiles: Tiles, epoch: int, *, progress: bool) -> float
         if healthy:
             losses.append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.4f}")
+            if board is not None:
+                board.train_step(epoch, position, loss.item())
     return distributed.average(process, float(np.mean(losses)) if losses else float("nan"))
 
 
@@ -182,6 +200,19 @@ def _validate(run: Run, tiles: Tiles) -> tuple[float, float]:
             predicted += [loss_fn.postprocessing(single) for single in output]
         truth += list(labels)
     return float(np.mean(losses)), validation_f1(truth, predicted, DEFAULT_THRESHOLDS)
+
+
+@torch.no_grad()
+def _predict_tile(run: Run, tiles: Tiles) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first validation tile, the network's output on it and the labels upstream decodes from that."""
+    config, model, device = run.config, run.model, run.process.device
+    image, _ = tiles[validation_plan(len(tiles), seed=config.seed)[0]]
+    model.eval()
+    with torch.autocast(device.type, dtype=_autocast_dtype(config), enabled=config.precision != "fp32"):
+        output = model(image[None].to(device))[0].float()
+    with quiet_upstream():
+        labels = run.loss_fn.postprocessing(output)
+    return image, output, labels
 
 
 def _seed_globals(seed: int) -> None:

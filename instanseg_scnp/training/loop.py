@@ -25,6 +25,8 @@ from instanseg_scnp.training.config import TrainConfig
 from instanseg_scnp.training.finish import finish
 from instanseg_scnp.training.fit import fit
 from instanseg_scnp.training.setup import config_to_resume, new_run_dir, set_up
+from instanseg_scnp.training.tensorboard import require_tensorboard
+from instanseg_scnp.upstream import require_bioimageio
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,14 @@ def train(config: TrainConfig | None = None, *, overwrite: bool = False, progres
 
     Raises
     ------
+    ImportError
+        With ``log="tensorboard"`` when the ``tensorboard`` package is missing (before any work).
     TrainingDiverged
         After ``nonfinite_patience`` training steps in a row with a non-finite loss or gradient.
     """
     # settings on a config replace its resolved values; on none, they pick the preset like TrainConfig(...)
     config = dataclasses.replace(config, **settings) if config is not None else TrainConfig(**settings)
+    _check_extras(config)
     workdir = new_run_dir(config.out, overwrite=overwrite)  # refused before any work
     return _run(config, workdir, overwrite=overwrite, progress=progress, resuming=False)
 
@@ -95,7 +100,16 @@ def resume(run_dir: str | Path, *, progress: bool = False, allow_changed_data: b
     removed.
     """
     config, workdir = config_to_resume(Path(run_dir), settings, allow_changed_data=allow_changed_data)
+    _check_extras(config)
     return _run(config, workdir, overwrite=False, progress=progress, resuming=True)
+
+
+def _check_extras(config: TrainConfig) -> None:
+    """Refuse, before any work, a run that needs an optional package that is missing."""
+    if config.log == "tensorboard":
+        require_tensorboard()
+    if config.export == "bioimageio":
+        require_bioimageio()
 
 
 def _run(config: TrainConfig, workdir: Path, *, overwrite: bool, progress: bool, resuming: bool) -> TrainResult:

@@ -31,7 +31,14 @@ from instanseg_scnp.rundir import (
 )
 from instanseg_scnp.training import distributed
 from instanseg_scnp.training.config import TrainConfig, upgrade_saved
-from instanseg_scnp.upstream import build_model, make_loss
+from instanseg_scnp.upstream import (
+    InitialModel,
+    build_model,
+    check_architecture,
+    initialize_model,
+    load_initial_weights,
+    make_loss,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +133,10 @@ def set_up(config: TrainConfig, process: distributed.Process, *, out: Path, over
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
+    # a resumed run takes its weights from its checkpoint, not from --init
+    initial = load_initial_weights(config.init) if config.init is not None and not resuming else None
+    if initial is not None:
+        check_architecture(initial, layers=config.layers, norm=config.norm)
     dataset = open_dataset(config.data, root=config.data_root)
     eval_split = "Test" if "Test" in dataset else "Validation"
     pixel_size = config.pixel_size or common_pixel_size(dataset)
@@ -137,7 +148,7 @@ def set_up(config: TrainConfig, process: distributed.Process, *, out: Path, over
                         window_size=config.window_size)
     main_losses = (loss_fn.scnp_seed_loss_name, loss_fn.scnp_mask_loss_name)
     arguments = _model_arguments(config, main_losses, pixel_size)
-    model = _build_model(config, arguments, loss_fn, device)
+    model = _build_model(config, arguments, loss_fn, device, initial)
     trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if process.distributed else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -153,18 +164,24 @@ def set_up(config: TrainConfig, process: distributed.Process, *, out: Path, over
                    "seed_loss": main_losses[0], "mask_loss": main_losses[1], "eval_split": eval_split,
                    "device": str(device), "world_size": process.world_size, "instanseg_scnp": __version__,
                    "torch": torch.__version__}
+        if initial is not None:
+            derived["init"] = initial.record()
         write_text_atomic(out / CONFIG, strict_json({"config": json.loads(config.to_json()), "derived": derived}))
         write_experiment_log(out, arguments)
     return Run(config, process, out, dataset, eval_split, loss_fn, main_losses, model, trained, optimizer,
                scheduler, scaler)
 
 
-def _build_model(config: TrainConfig, arguments: dict, loss_fn: torch.nn.Module, device: torch.device
-                 ) -> torch.nn.Module:
-    """Upstream's network and the loss's pixel classifier, with weights seeded from ``config.seed``."""
+def _build_model(config: TrainConfig, arguments: dict, loss_fn: torch.nn.Module, device: torch.device,
+                 initial: InitialModel | None = None) -> torch.nn.Module:
+    """Upstream's network and the loss's pixel classifier, with weights seeded from ``config.seed``, or those of
+    the ``--init`` model (the loss shares the pixel classifier, so it gets the source's too)."""
     torch.manual_seed(config.seed)
     model = build_model({**arguments, "layers": config.layers})
-    return loss_fn.initialize_pixel_classifier(model, MLP_width=MLP_WIDTH).to(device)
+    model = loss_fn.initialize_pixel_classifier(model, MLP_width=MLP_WIDTH)
+    if initial is not None:
+        initialize_model(model, initial)
+    return model.to(device)
 
 
 def _model_arguments(config: TrainConfig, losses: tuple[str, str], pixel_size: float | None) -> dict:

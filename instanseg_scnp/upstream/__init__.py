@@ -5,7 +5,8 @@ Everything this package takes from upstream goes through here: the loss hook
 :mod:`~instanseg_scnp.upstream.names` and the added mask losses of
 :mod:`~instanseg_scnp.upstream.mask_losses`), the network, augmentations and
 validation score training borrows (:mod:`~instanseg_scnp.upstream.training`),
-TorchScript export (:mod:`~instanseg_scnp.upstream.export`) and inference
+TorchScript export (:mod:`~instanseg_scnp.upstream.export`), the weights a
+fine-tuned run starts from (:mod:`~instanseg_scnp.upstream.finetune`) and inference
 (:mod:`~instanseg_scnp.upstream.inference`). Upstream itself is imported in
 :mod:`~instanseg_scnp.upstream._compat` only, on first use, with a check that the
 names and signatures used here exist in the installed release.
@@ -21,6 +22,8 @@ _MODULES = {
     ".hook": ("install", "is_installed", "make_loss", "register", "uninstall"),
     ".training": ("augmenter", "build_model", "validation_f1"),
     ".export": ("export_run", "export_torchscript"),
+    ".finetune": ("InitError", "InitialModel", "check_architecture", "initialize_model", "load_initial_weights"),
+    ".bioimageio": ("export_bioimageio", "load_bioimageio", "require_bioimageio"),
     ".inference": ("MIN_INFERENCE_SIZE", "InstanceCrops", "ModelError", "ModelOutputs", "load_model", "model_outputs",
                    "prepare_image", "resolve_model_path", "segment"),
     "._quiet": ("quiet_upstream",),

@@ -1,0 +1,311 @@
+"""Start training from an exported InstanSeg model: its weights, architecture and pixel size.
+
+``instanseg-scnp train --init SOURCE`` (``TrainConfig(init=SOURCE)``) reads one of
+
+- an exported TorchScript file: our ``instanseg.pt``, or any file of upstream's
+  ``InstanSeg_Torchscript`` wrapper, whose ``fcn`` is the network (traced, with
+  the pixel classifier among its weights) and ``pixel_classifier`` the pixel
+  classifier;
+- a run directory: its ``model_weights.pth`` and ``experiment_log.csv``
+  through upstream's ``load_model`` (else its ``instanseg.pt``);
+- a bioimage.io model package, a folder or a ``.zip`` with an ``rdf.yaml``
+  whose ``weights: torchscript: source:`` names the TorchScript file (upstream's
+  released models are such packages).
+
+The architecture comes from the weights: the UNet widths from the encoder's
+shapes, the norm from the layers its state holds. Only what ``instanseg-scnp
+train`` builds can be fine-tuned (an ``InstanSeg_UNet`` nucleus model with 3
+input channels, 2 sigma channels, one seed channel and upstream's default
+pixel classifier); anything else is refused with what differs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import torch
+
+from instanseg_scnp.data.dataset import is_pixel_size
+from instanseg_scnp.rundir import BEST_WEIGHTS, EXPERIMENT_LOG, TORCHSCRIPT
+from instanseg_scnp.upstream._compat import upstream
+from instanseg_scnp.upstream._quiet import quiet_upstream
+
+__all__ = ["RDF", "SUPPORTED_ARCHITECTURE", "InitError", "InitialModel", "check_architecture", "initialize_model",
+           "load_initial_weights"]
+
+logger = logging.getLogger(__name__)
+
+RDF = "rdf.yaml"
+"""The description file of a bioimage.io model package."""
+
+SUPPORTED_ARCHITECTURE = {"model_str": "InstanSeg_UNet", "dim_in": 3, "n_sigma": 2, "dim_out": 5, "mlp_width": 5,
+                          "cells_and_nuclei": False}
+"""What ``instanseg-scnp train`` builds besides ``layers`` and ``norm``: a source must have the same."""
+
+_CLASSIFIER = "pixel_classifier."
+_NORMS = ("BATCH", "INSTANCE", "None")
+
+
+class InitError(ValueError):
+    """A ``--init`` source that is missing, unreadable or not a model ``instanseg-scnp train`` can start from."""
+
+
+@dataclass(frozen=True, eq=False)
+class InitialModel:
+    """The weights and settings of the model a run starts from.
+
+    Attributes
+    ----------
+    source : str
+        The path as given (a file, run directory or bioimage.io package).
+    file : str
+        The file the weights were read from (inside a ``.zip``: ``ZIP!member``).
+    sha256 : str
+        SHA-256 of the file given, or for a folder of the weights file read.
+    architecture : dict
+        ``layers`` (tuple), ``norm`` and the keys of :data:`SUPPORTED_ARCHITECTURE`.
+    pixel_size : float or None
+        The pixel size (µm) the model works at.
+    network_state, classifier_state : dict
+        The network's state dict (without the pixel classifier) and the pixel classifier's.
+    """
+
+    source: str
+    file: str
+    sha256: str
+    architecture: dict
+    pixel_size: float | None
+    network_state: dict = field(repr=False)
+    classifier_state: dict = field(repr=False)
+
+    def record(self) -> dict:
+        """What ``config.json`` records of the source (its ``derived.init``)."""
+        return {"source": self.source, "file": self.file, "sha256": self.sha256, "pixel_size": self.pixel_size,
+                "layers": list(self.architecture["layers"]), "norm": self.architecture["norm"]}
+
+
+def load_initial_weights(source: str | Path) -> InitialModel:
+    """The weights, architecture and pixel size of an exported model, run directory or bioimage.io package.
+
+    Raises
+    ------
+    InitError
+        ``source`` does not exist, cannot be read (named in the one-line message),
+        or holds a model whose architecture ``instanseg-scnp train`` does not build.
+    """
+    path = Path(str(source)).expanduser()
+    if not path.exists():
+        raise InitError(f"--init {str(path)!r} does not exist: give an exported {TORCHSCRIPT}, a run directory "
+                        f"or a bioimage.io package (folder or .zip with {RDF})")
+    stat = path.stat()
+    return _load(str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(source))
+
+
+@functools.lru_cache(maxsize=2)
+def _load(path: str, mtime_ns: int, size: int, given: str) -> InitialModel:
+    """:func:`load_initial_weights` of one version of a file (the config and the setup of a run share it)."""
+    del mtime_ns, size  # part of the cache key only
+    source = Path(path)
+    if source.is_dir():
+        if (source / RDF).is_file():
+            return _from_package_folder(source, given)
+        if (source / BEST_WEIGHTS).is_file() and (source / EXPERIMENT_LOG).is_file():
+            return _from_run_dir(source, given)
+        if (source / TORCHSCRIPT).is_file():
+            return _from_torchscript(source / TORCHSCRIPT, _sha256(source / TORCHSCRIPT), given)
+        raise InitError(f"--init {str(source)!r} has no {RDF}, {BEST_WEIGHTS} + {EXPERIMENT_LOG} or {TORCHSCRIPT}: "
+                        "give an exported model, a finished run directory or a bioimage.io package")
+    if source.name == RDF:
+        return _from_package_folder(source.parent, given)
+    if zipfile.is_zipfile(source) and _holds_rdf(source):  # TorchScript files are zip archives too
+        return _from_package_zip(source, given)
+    return _from_torchscript(source, _sha256(source), given)
+
+
+def check_architecture(initial: InitialModel, *, layers: tuple[int, ...] | None = None,
+                       norm: str | None = None) -> None:
+    """Raise :class:`InitError` naming both values if an explicit ``layers`` or ``norm`` differs from the source's."""
+    for name, given in (("layers", None if layers is None else tuple(layers)), ("norm", norm)):
+        if given is not None and given != initial.architecture[name]:
+            shown = " ".join(map(str, given)) if name == "layers" else given
+            source = initial.architecture[name]
+            source = " ".join(map(str, source)) if name == "layers" else source
+            raise InitError(f"--{name} {shown} differs from the --init model's {name} {source} "
+                            f"({initial.source}); leave --{name} out to take the source's")
+
+
+def initialize_model(model: torch.nn.Module, initial: InitialModel) -> torch.nn.Module:
+    """Load ``initial``'s weights into ``model`` (upstream's network with its pixel classifier attached), in place."""
+    missing, unexpected = model.load_state_dict(initial.network_state, strict=False)
+    missing = [key for key in missing if not key.startswith(_CLASSIFIER)]
+    if missing or unexpected:
+        raise InitError(f"--init {initial.source!r}: its weights do not fit the network built for it "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.pixel_classifier.load_state_dict(initial.classifier_state)
+    return model
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _holds_rdf(path: Path) -> bool:
+    """Whether the zip archive ``path`` is a bioimage.io package (holds an ``rdf.yaml``)."""
+    with zipfile.ZipFile(path) as archive:
+        return any(PurePosixPath(name).name == RDF for name in archive.namelist())
+
+
+def _from_run_dir(run_dir: Path, given: str) -> InitialModel:
+    weights = run_dir / BEST_WEIGHTS
+    try:
+        with quiet_upstream():
+            model, arguments = upstream().load_model(folder="", path=str(run_dir), device="cpu")
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as error:
+        raise InitError(f"--init: cannot read the model of {str(weights)!r} and {EXPERIMENT_LOG} "
+                        f"({_first_line(error)}); was a file truncated or edited?") from error
+    pixel_size = arguments.get("pixel_size")
+    return _initial(model.state_dict(), given, str(weights), _sha256(weights),
+                    pixel_size=float(pixel_size) if is_pixel_size(pixel_size) else None,
+                    cells_and_nuclei=bool(arguments.get("cells_and_nuclei", False)),
+                    model_str=str(arguments.get("model_str")))
+
+
+def _from_torchscript(file: Path | io.BytesIO, sha256: str, given: str, name: str | None = None) -> InitialModel:
+    name = name or str(file)
+    try:
+        with quiet_upstream():
+            model = torch.jit.load(file, map_location="cpu")
+    except (RuntimeError, ValueError, OSError, EOFError) as error:  # what torch raises on a truncated file
+        raise InitError(f"--init {name!r} is not a readable TorchScript model ({_first_line(error)}); was it "
+                        "truncated?") from error
+    missing = [part for part in ("fcn", "pixel_classifier") if not hasattr(model, part)]
+    if missing:
+        raise InitError(f"--init {name!r} is not an exported InstanSeg model (it has no {', '.join(missing)})")
+    state = {key: value.clone() for key, value in model.fcn.state_dict().items()}
+    for key, value in model.pixel_classifier.state_dict().items():
+        state.setdefault(_CLASSIFIER + key, value.clone())
+    pixel_size = getattr(model, "pixel_size", None)
+    return _initial(state, given, name, sha256, pixel_size=float(pixel_size) if is_pixel_size(pixel_size) else None,
+                    cells_and_nuclei=bool(getattr(model, "cells_and_nuclei", False)),
+                    model_str=getattr(model.fcn, "original_name", "InstanSeg_UNet"))
+
+
+def _rdf_weights(text: str, where: str) -> tuple[str, str | None]:
+    """The TorchScript file an ``rdf.yaml`` names (``weights: torchscript: source:``) and its SHA-256, if given."""
+    import yaml
+
+    try:
+        rdf = yaml.safe_load(text)
+        entry = rdf["weights"]["torchscript"]
+        source = entry["source"]
+    except (yaml.YAMLError, TypeError, KeyError) as error:
+        raise InitError(f"--init {where!r} names no TorchScript weights (weights: torchscript: source:): "
+                        f"{_first_line(error)}") from error
+    if not isinstance(source, str) or "://" in source:
+        raise InitError(f"--init {where!r}: its TorchScript weights {source!r} are not a file of the package; "
+                        "download the package as a .zip and pass that")
+    return source, entry.get("sha256")
+
+
+def _from_package_folder(folder: Path, given: str) -> InitialModel:
+    rdf = folder / RDF
+    source, expected = _rdf_weights(rdf.read_text(encoding="utf-8"), str(rdf))
+    file = folder / source
+    if not file.is_file():
+        raise InitError(f"--init {str(rdf)!r} names TorchScript weights {source!r}, which {str(file)!r} does not hold")
+    sha256 = _sha256(file)
+    _check_sha256(str(file), sha256, expected)
+    return _from_torchscript(file, sha256, given)
+
+
+def _from_package_zip(path: Path, given: str) -> InitialModel:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            rdfs = sorted((name for name in archive.namelist() if PurePosixPath(name).name == RDF),
+                          key=lambda name: name.count("/"))
+            source, expected = _rdf_weights(archive.read(rdfs[0]).decode("utf-8"), f"{path}!{rdfs[0]}")
+            member = str(PurePosixPath(rdfs[0]).parent / source).removeprefix("./")
+            try:
+                data = archive.read(member)
+            except KeyError:
+                raise InitError(f"--init {str(path)!r}: its {RDF} names TorchScript weights {source!r}, which "
+                                "the package does not hold") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise InitError(f"--init {str(path)!r} is not a readable bioimage.io package ({_first_line(error)})") \
+            from error
+    _check_sha256(f"{path}!{member}", hashlib.sha256(data).hexdigest(), expected)
+    return _from_torchscript(io.BytesIO(data), _sha256(path), given, name=f"{path}!{member}")
+
+
+def _check_sha256(name: str, actual: str, expected: str | None) -> None:
+    if expected is not None and actual != expected:
+        raise InitError(f"--init {name!r} has SHA-256 {actual}, but its {RDF} says {expected}; was it truncated "
+                        "or replaced?")
+
+
+def _initial(state: dict, given: str, file: str, sha256: str, *, pixel_size: float | None, cells_and_nuclei: bool,
+             model_str: str) -> InitialModel:
+    """The architecture read from ``state``'s shapes, checked against what ``instanseg-scnp train`` builds."""
+    network = {key: value for key, value in state.items() if not key.startswith(_CLASSIFIER)}
+    classifier = {key[len(_CLASSIFIER):]: value for key, value in state.items() if key.startswith(_CLASSIFIER)}
+    layers, level = [], 0
+    while f"encoder.{level}.conv1.0.weight" in network:
+        layers.append(int(network[f"encoder.{level}.conv1.0.weight"].shape[0]))
+        level += 1
+    heads = sorted(key for key in network if key.startswith("decoders.0.final_block.") and key.endswith(".0.weight"))
+    if model_str != "InstanSeg_UNet" or not layers or not heads or "fc1.weight" not in classifier:
+        raise InitError(f"--init {file!r} holds a {model_str} model; instanseg-scnp fine-tunes InstanSeg_UNet "
+                        "models with upstream's pixel classifier only")
+    architecture = {
+        "model_str": model_str, "layers": tuple(layers),
+        "dim_in": int(network["encoder.0.conv1.0.weight"].shape[1]),
+        "n_sigma": int(network[heads[1]].shape[0]) if len(heads) == 3 else -1,
+        "dim_out": sum(int(network[key].shape[0]) for key in heads),
+        "mlp_width": int(classifier["fc1.weight"].shape[0]),
+        "cells_and_nuclei": cells_and_nuclei,
+    }
+    different = {name: architecture[name] for name, value in SUPPORTED_ARCHITECTURE.items()
+                 if architecture[name] != value}
+    if different:
+        raise InitError(f"--init {file!r} is a model instanseg-scnp cannot train: it has "
+                        + ", ".join(f"{name}={value!r}" for name, value in different.items())
+                        + "; instanseg-scnp trains " + ", ".join(f"{name}={SUPPORTED_ARCHITECTURE[name]!r}"
+                                                                 for name in different))
+    architecture["norm"] = _norm(network, architecture, file)
+    logger.info("--init %s: %s, layers %s, norm %s, pixel size %s µm", given, model_str, layers, architecture["norm"],
+                pixel_size)
+    return InitialModel(str(given), file, sha256, architecture, pixel_size, network, classifier)
+
+
+def _norm(network: dict, architecture: dict, file: str) -> str:
+    """The norm whose network has exactly ``network``'s weights and shapes."""
+    from instanseg_scnp.upstream.training import build_model
+
+    shapes = {key: tuple(value.shape) for key, value in network.items()}
+    for norm in _NORMS:
+        with torch.random.fork_rng():  # building draws initial weights: leave the caller's RNG alone
+            built = build_model({"model_str": architecture["model_str"], "dim_in": architecture["dim_in"],
+                                 "n_sigma": architecture["n_sigma"], "dim_out": architecture["dim_out"],
+                                 "dim_coords": 2, "dim_seeds": 1, "layers": architecture["layers"], "norm": norm,
+                                 "dropprob": 0.0, "multihead": False, "cells_and_nuclei": False,
+                                 "feature_engineering": "0", "mlp_width": architecture["mlp_width"]})
+        if {key: tuple(value.shape) for key, value in built.state_dict().items()} == shapes:
+            return norm
+    raise InitError(f"--init {file!r}: its UNet {list(architecture['layers'])} matches none of the norms "
+                    f"{', '.join(_NORMS)} upstream builds")
