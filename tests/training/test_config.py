@@ -136,3 +136,20 @@ def test_the_batch_norm_rule_is_torchs(batch_size, tile_size):
     except ValueError:
         refused = True
     assert refused == torch_fails
+
+
+def test_literal_choices_are_the_option_lists_the_config_checks():
+    """The CLI's choices come from the fields' Literal types; the config checks the option tuples: one list."""
+    import typing
+
+    from instanseg_scnp import _options
+    from instanseg_scnp.training import config as config_module
+
+    lists = {"scnp": _options.SCNP_TARGETS, "scnp_mode": _options.MODES, "export": _options.EXPORT_FORMATS,
+             "device": config_module.DEVICES, "precision": config_module.PRECISIONS,
+             "lr_schedule": config_module.SCHEDULES, "norm": config_module.NORMS, "log": config_module.LOGS}
+    hints = typing.get_type_hints(TrainConfig)
+    for name, choices in lists.items():
+        literal = [arg for arg in typing.get_args(hints[name]) if typing.get_origin(arg) is typing.Literal]
+        literal = literal[0] if literal else hints[name]
+        assert typing.get_args(literal) == tuple(choices), name
