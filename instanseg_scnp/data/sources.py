@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from instanseg_scnp._files import sha256_of
 from instanseg_scnp.data.dataset import SPLITS, Dataset, DatasetError, load_dataset
 from instanseg_scnp.data.paths import DATA_DIR_ENV, data_root, dataset_file
 from instanseg_scnp.data.registry import DATASETS
@@ -71,8 +71,4 @@ def data_fingerprint(resolved: str) -> dict | None:
     """
     if resolved in BUILT_IN:
         return None
-    digest = hashlib.sha256()
-    with open(resolved, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"size": os.path.getsize(resolved), "sha256": digest.hexdigest()}
+    return {"size": os.path.getsize(resolved), "sha256": sha256_of(resolved)}

@@ -29,7 +29,7 @@ def finish(run: Run, state: FitState, *, progress: bool) -> dict:
                      extra={"split": run.eval_split, "best_epoch": state.best_epoch, "best_val_f1": best_f1})
     summary = evaluation.summary
     if config.export == "bioimageio":
-        export_bioimageio(out, out / BIOIMAGEIO, overwrite=True)
+        export_bioimageio(out, out / BIOIMAGEIO, image=items[0]["image"], overwrite=True)
     if out != config.out:
         replace_run_dir(out, config.out)
         logger.info("replaced the earlier run in %s", config.out)

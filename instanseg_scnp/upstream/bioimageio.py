@@ -76,19 +76,20 @@ def _spec():
     return bioimageio.spec, v0_5
 
 
-def _test_image(config: dict) -> tuple[np.ndarray, float | None]:
-    """A centre crop of at most :data:`TEST_SIZE` a side of the run's first test image, and its pixel size."""
-    from instanseg_scnp.data import open_dataset
+def _test_image(config: dict, image: np.ndarray | None) -> np.ndarray:
+    """A centre crop of at most :data:`TEST_SIZE` a side of ``image``, default the run's first test image."""
+    if image is None:
+        from instanseg_scnp.data import open_dataset
 
-    data = config["derived"].get("data", config["config"]["data"])
-    item = open_dataset(data, required=("Test",))["Test"][0]
-    image = np.asarray(item["image"])
+        data = config["derived"].get("data", config["config"]["data"])
+        image = open_dataset(data, required=("Test",))["Test"][0]["image"]
+    image = np.asarray(image)
     starts = [max((n - TEST_SIZE) // 2, 0) for n in image.shape[:2]]
     crop = image[starts[0]:starts[0] + TEST_SIZE, starts[1]:starts[1] + TEST_SIZE]
     if min(crop.shape[:2]) < MIN_INFERENCE_SIZE:
-        raise ValueError(f"the run's first test image is {image.shape[:2]}; a bioimage.io test image needs at least "
+        raise ValueError(f"the test image is {image.shape[:2]}; a bioimage.io test image needs at least "
                          f"{MIN_INFERENCE_SIZE} px a side")
-    return crop, item.get("pixel_size")
+    return crop
 
 
 def scale_range(tensor: np.ndarray) -> np.ndarray:
@@ -135,7 +136,7 @@ def _readme(name: str, config: dict, description: str) -> str:
 
 
 def export_bioimageio(run_dir: str | Path, output: str | Path, *, authors: Sequence[str] = (),
-                      license: str = "Apache-2.0", overwrite: bool = False) -> Path:
+                      license: str = "Apache-2.0", image: np.ndarray | None = None, overwrite: bool = False) -> Path:
     """Write a run's exported model as a bioimage.io package: a folder, or a ``.zip`` file.
 
     Parameters
@@ -148,6 +149,9 @@ def export_bioimageio(run_dir: str | Path, output: str | Path, *, authors: Seque
         The package's authors (default: the current user's login name).
     license : str
         SPDX identifier of the model's licence.
+    image : (H, W[, C]) ndarray, optional
+        The image to cut the test input from (default: the run's first test
+        image, read from its data; training passes the one it has loaded).
     overwrite : bool
         Replace an existing ``output``.
 
@@ -165,7 +169,7 @@ def export_bioimageio(run_dir: str | Path, output: str | Path, *, authors: Seque
     config = read_json(run_dir / CONFIG)
     pixel_size = config["derived"].get("pixel_size")
     name = f"InstanSeg SCNP {re.sub(r'[^A-Za-z0-9_+ -]', '-', run_dir.resolve().name)}"  # the spec's characters
-    image, _ = _test_image(config)
+    image = _test_image(config, image)
     raw = prepare_image(image, channel_axis=-1 if image.ndim == 3 else None, normalize=False).numpy()
     model = load_model(run_dir)
     with torch.no_grad(), quiet_upstream():

@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
+from instanseg_scnp._files import sha256_of
 from instanseg_scnp.data.dataset import is_pixel_size
 from instanseg_scnp.rundir import BEST_WEIGHTS, EXPERIMENT_LOG, TORCHSCRIPT
 from instanseg_scnp.upstream._compat import upstream
@@ -119,14 +120,14 @@ def _load(path: str, mtime_ns: int, size: int, given: str) -> InitialModel:
         if (source / BEST_WEIGHTS).is_file() and (source / EXPERIMENT_LOG).is_file():
             return _from_run_dir(source, given)
         if (source / TORCHSCRIPT).is_file():
-            return _from_torchscript(source / TORCHSCRIPT, _sha256(source / TORCHSCRIPT), given)
+            return _from_torchscript(source / TORCHSCRIPT, sha256_of(source / TORCHSCRIPT), given)
         raise InitError(f"--init {str(source)!r} has no {RDF}, {BEST_WEIGHTS} + {EXPERIMENT_LOG} or {TORCHSCRIPT}: "
                         "give an exported model, a finished run directory or a bioimage.io package")
     if source.name == RDF:
         return _from_package_folder(source.parent, given)
     if zipfile.is_zipfile(source) and _holds_rdf(source):  # TorchScript files are zip archives too
         return _from_package_zip(source, given)
-    return _from_torchscript(source, _sha256(source), given)
+    return _from_torchscript(source, sha256_of(source), given)
 
 
 def check_architecture(initial: InitialModel, *, layers: tuple[int, ...] | None = None,
@@ -152,14 +153,6 @@ def initialize_model(model: torch.nn.Module, initial: InitialModel) -> torch.nn.
     return model
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
@@ -180,7 +173,7 @@ def _from_run_dir(run_dir: Path, given: str) -> InitialModel:
         raise InitError(f"--init: cannot read the model of {str(weights)!r} and {EXPERIMENT_LOG} "
                         f"({_first_line(error)}); was a file truncated or edited?") from error
     pixel_size = arguments.get("pixel_size")
-    return _initial(model.state_dict(), given, str(weights), _sha256(weights),
+    return _initial(model.state_dict(), given, str(weights), sha256_of(weights),
                     pixel_size=float(pixel_size) if is_pixel_size(pixel_size) else None,
                     cells_and_nuclei=bool(arguments.get("cells_and_nuclei", False)),
                     model_str=str(arguments.get("model_str")))
@@ -229,7 +222,7 @@ def _from_package_folder(folder: Path, given: str) -> InitialModel:
     file = folder / source
     if not file.is_file():
         raise InitError(f"--init {str(rdf)!r} names TorchScript weights {source!r}, which {str(file)!r} does not hold")
-    sha256 = _sha256(file)
+    sha256 = sha256_of(file)
     _check_sha256(str(file), sha256, expected)
     return _from_torchscript(file, sha256, given)
 
@@ -250,7 +243,7 @@ def _from_package_zip(path: Path, given: str) -> InitialModel:
         raise InitError(f"--init {str(path)!r} is not a readable bioimage.io package ({_first_line(error)})") \
             from error
     _check_sha256(f"{path}!{member}", hashlib.sha256(data).hexdigest(), expected)
-    return _from_torchscript(io.BytesIO(data), _sha256(path), given, name=f"{path}!{member}")
+    return _from_torchscript(io.BytesIO(data), sha256_of(path), given, name=f"{path}!{member}")
 
 
 def _check_sha256(name: str, actual: str, expected: str | None) -> None:
