@@ -3,7 +3,8 @@
 Everything this package takes from upstream goes through here: the loss hook
 (:mod:`~instanseg_scnp.upstream.hook`, with the loss names of
 :mod:`~instanseg_scnp.upstream.names` and the added mask losses of
-:mod:`~instanseg_scnp.upstream.mask_losses`), the network, augmentations and
+:mod:`~instanseg_scnp.upstream.mask_losses`, and its batched forward in
+:mod:`~instanseg_scnp.upstream.batched_loss`), the network, augmentations and
 validation score training borrows (:mod:`~instanseg_scnp.upstream.training`),
 TorchScript export (:mod:`~instanseg_scnp.upstream.export`), the weights a
 fine-tuned run starts from (:mod:`~instanseg_scnp.upstream.finetune`) and inference
@@ -20,6 +21,7 @@ from instanseg_scnp._lazy import lazy_exports
 _MODULES = {
     ".names": ("SCNPTerm", "loss_name", "parse_loss_name"),
     ".hook": ("install", "is_installed", "make_loss", "register", "uninstall"),
+    ".batched_loss": ("batched_loss_class", "lovasz_hinge_per_crop"),
     ".training": ("augmenter", "build_model", "validation_f1"),
     ".export": ("export_run", "export_torchscript"),
     ".finetune": ("InitError", "InitialModel", "check_architecture", "initialize_model", "load_initial_weights"),

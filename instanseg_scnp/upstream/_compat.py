@@ -35,6 +35,7 @@ REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
         "InstanSeg.update_seed_loss": ("seed_loss_fn",),
         "InstanSeg_Torchscript": ("model", "pixel_size", "n_sigma", "backbone_dim_in",
                                   "feature_engineering_function", "params"),
+        "centre_crop": ("centroids", "window_size", "h", "w"),
         "feature_engineering_slow": ("x", "c", "sigma", "window_size", "mesh_grid_flat"),
         "generate_coordinate_map": ("mode", "spatial_dim", "height", "width", "device"),
         "torch_peak_local_max": ("image", "neighbourhood_size", "minimum_value", "dtype"),

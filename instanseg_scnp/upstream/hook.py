@@ -88,8 +88,13 @@ class _PenalizedMaskLoss:
         self.base, self.term = base, term
 
     def __call__(self, pred: torch.Tensor, gt: torch.Tensor, **kwargs: object) -> torch.Tensor:
-        penalized = scnp(pred, (gt != 0).unsqueeze(1), self.term.window)
+        penalized = _penalized_crops(pred, gt, self.term.window)
         return self.term.combine(lambda: self.base(pred, gt, **kwargs), lambda: self.base(penalized, gt, **kwargs))
+
+
+def _penalized_crops(pred: torch.Tensor, gt: torch.Tensor, window: Window) -> torch.Tensor:
+    """SCNP of crop logits ``pred`` (N, 1, ws, ws), foreground = the seed's nucleus ``gt`` (N, ws, ws)."""
+    return scnp(pred, (gt != 0).unsqueeze(1), window)
 
 
 def _accepting_keywords(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
@@ -109,40 +114,89 @@ def _accepting_keywords(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.
     return call
 
 
-def _penalized_xloss(base: Callable[..., torch.Tensor], term: SCNPTerm) -> Callable[..., torch.Tensor]:
-    """Upstream's BCE seed loss on SCNP-penalized seed logits (foreground = label > 0)."""
-
-    def seed_loss(x, y, mask=None):
-        ignore = None if mask is None else ~mask[None]
-        penalized = scnp(x[None], (y > 0)[None], term.window, ignore=ignore)[0]
-        return term.combine(lambda: base(x, y, mask), lambda: base(penalized, y, mask))
-
-    return seed_loss
-
-
 def _distance_target(y: torch.Tensor) -> torch.Tensor:
     """Upstream's seed regression target for labels ``y``: (instance-normalized EDT - 0.5) * 15."""
-    return (upstream().instance_wise_edt(y.float(), edt_type="edt") - DISTANCE_OFFSET) * DISTANCE_SCALE
+    return _scaled_distance(upstream().instance_wise_edt(y.float(), edt_type="edt"))
 
 
-def _penalized_distance_loss(loss: Any, base_name: str, term: SCNPTerm) -> Callable[..., torch.Tensor]:
-    """Upstream's distance seed loss on the signed-error SCNP of the module docstring."""
-    per_pixel_loss = F.l1_loss if base_name == "l1_distance" else F.mse_loss
+def _scaled_distance(normalized_edt: torch.Tensor) -> torch.Tensor:
+    """The regression target of an instance-normalized EDT, as upstream's ``update_seed_loss``."""
+    return (normalized_edt - DISTANCE_OFFSET) * DISTANCE_SCALE
+
+
+def _seed_loss_map(
+    x: torch.Tensor,
+    foreground: torch.Tensor,
+    target: torch.Tensor | None,
+    *,
+    base: str,
+    term: SCNPTerm | None,
+    ignore: torch.Tensor | None = None,
+    bg_weight: float | None = None,
+) -> torch.Tensor:
+    """The per-pixel seed loss, before masking and averaging: one formula for one image or a batch.
+
+    Parameters
+    ----------
+    x : (B, 1, H, W) torch.Tensor
+        Seed logits.
+    foreground : (B, 1, H, W) bool torch.Tensor
+        label > 0 (unannotated pixels already set to 0, as upstream does).
+    target : (B, 1, H, W) torch.Tensor or None
+        The distance target (:func:`_scaled_distance`); None for ``binary_xloss``.
+    base : {"binary_xloss", "l1_distance", "l2_distance"}
+        Upstream's seed loss.
+    term : SCNPTerm or None
+        SCNP on the logits (``binary_xloss``) or on the signed error ``x - target``
+        (distance losses, the module docstring); None: upstream's plain loss.
+    ignore : (B, 1, H, W) bool torch.Tensor, optional
+        Unannotated pixels: nobody's neighbour in SCNP.
+    bg_weight : float, optional
+        Upstream's weight of the pixels whose distance target is below 0.
+    """
+    if base == "binary_xloss":
+        labels = foreground.to(x.dtype)
+        values = x
+
+        def per_pixel(z):
+            return F.binary_cross_entropy_with_logits(z, labels, reduction="none")
+    else:
+        distance = F.l1_loss if base == "l1_distance" else F.mse_loss
+        values = x - target
+        zero = torch.zeros_like(values)
+
+        def per_pixel(e):
+            return distance(e, zero, reduction="none")
+    if term is None:
+        loss = per_pixel(values)
+    else:
+        penalized = scnp(values, foreground, term.window, ignore=ignore)
+        loss = term.combine(lambda: per_pixel(values), lambda: per_pixel(penalized))
+    if bg_weight is not None and target is not None:
+        loss = loss * torch.where(target < 0, bg_weight, 1.0)
+    return loss
+
+
+def _masked_mean(per_pixel: torch.Tensor, mask: torch.Tensor | None,
+                 dim: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Upstream's seed-loss reduction: the mean over annotated pixels (``mask``; None: all), over ``dim``."""
+    if mask is None:
+        return per_pixel.mean() if dim is None else per_pixel.mean(dim)
+    mask = mask.to(per_pixel.dtype)
+    if dim is None:
+        return (per_pixel * mask).sum() / mask.sum()
+    return (per_pixel * mask).sum(dim) / mask.sum(dim)
+
+
+def _scnp_seed_loss(loss: Any, base: str, term: SCNPTerm) -> Callable[..., torch.Tensor]:
+    """Upstream's ``seed_loss(x, y, mask=None)`` for one image, with SCNP ``term`` (:func:`_seed_loss_map`)."""
 
     def seed_loss(x, y, mask=None):
-        target = _distance_target(y)[None]
-        error = x - target
+        target = None if base == "binary_xloss" else _distance_target(y)[None, None]
         ignore = None if mask is None else ~mask[None]
-        penalized = scnp(error[None], (y > 0)[None], term.window, ignore=ignore)[0]
-        zero = torch.zeros_like(error)
-        per_pixel = term.combine(lambda: per_pixel_loss(error, zero, reduction="none"),
-                                 lambda: per_pixel_loss(penalized, zero, reduction="none"))
-        if loss.bg_weight is not None:
-            per_pixel = per_pixel * torch.where(target < 0, loss.bg_weight, 1.0)
-        if mask is None:
-            return per_pixel.mean()
-        mask = mask.float()
-        return (per_pixel * mask).sum() / mask.sum()
+        per_pixel = _seed_loss_map(x[None], (y > 0)[None], target, base=base, term=term, ignore=ignore,
+                                   bg_weight=loss.bg_weight)[0]
+        return _masked_mean(per_pixel, mask)
 
     return seed_loss
 
@@ -192,10 +246,8 @@ def _wrap_update_seed_loss(original):
             look_up_option(base, SEED_LOSSES, name="seed loss with SCNP")
         original(self, base)
         term = _active_term(self, "seed", term, applicable=base in SEED_LOSSES)
-        if term is not None and base == "binary_xloss":
-            self.seed_loss = _penalized_xloss(self.seed_loss, term)
-        elif term is not None:
-            self.seed_loss = _penalized_distance_loss(self, base, term)
+        if term is not None:
+            self.seed_loss = _scnp_seed_loss(self, base, term)
         self.scnp_seed_loss_name = loss_name(base, term)
 
     return update_seed_loss
@@ -254,6 +306,7 @@ def make_loss(
     weight: float = 1.0,
     scnp_in_hotstart: bool = False,
     device: str | torch.device = "cpu",
+    batched: bool = False,
     **instanseg_kwargs: object,
 ) -> Any:
     """Upstream's InstanSeg loss with SCNP wired into the seed and/or mask loss.
@@ -273,13 +326,22 @@ def make_loss(
         (``binary_xloss`` seed, ``dice_loss`` mask).
     device : str or torch.device
         Where upstream puts the pixel classifier (upstream defaults to "cuda").
+    batched : bool
+        Return the subclass of :func:`~instanseg_scnp.upstream.batched_loss.batched_loss_class`,
+        whose ``forward`` computes the same loss and gradient (to float rounding)
+        for the whole batch at once instead of looping over the images in Python
+        (fewer kernel launches and host syncs: what bounds a GPU step; ``train``
+        uses it). Off by default: upstream's own forward is then
+        reproduced bit for bit and draws the same random instance subsets for
+        images with more than 50 instances, which the batched one draws differently.
     **instanseg_kwargs
         Passed to ``InstanSeg(...)``, e.g. ``n_sigma``, ``window_size``, ``bg_weight``.
 
     Returns
     -------
     instanseg.utils.loss.instanseg_loss.InstanSeg
-        An ordinary upstream loss object; its ``scnp_mask_loss_name`` and
+        An ordinary upstream loss object (with ``batched=True``: of a subclass that
+        overrides only ``forward``); its ``scnp_mask_loss_name`` and
         ``scnp_seed_loss_name`` are the names to log.
 
     Notes
@@ -301,7 +363,13 @@ def make_loss(
     for key in ("binary_loss_fn_str", "seed_loss_fn"):
         if key in instanseg_kwargs:
             raise TypeError(f"pass the loss through seed_loss= / mask_loss=, not {key}=")
-    loss = upstream().InstanSegLoss(
+    if batched:
+        from instanseg_scnp.upstream.batched_loss import batched_loss_class
+
+        loss_class = batched_loss_class()
+    else:
+        loss_class = upstream().InstanSegLoss
+    loss = loss_class(
         binary_loss_fn_str=loss_name(mask_loss, term if "mask" in scnp else None),
         seed_loss_fn=loss_name(seed_loss, term if "seed" in scnp else None),
         device=device,
