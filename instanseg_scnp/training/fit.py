@@ -137,45 +137,58 @@ def _train_epoch(run: Run, tiles: Tiles, epoch: int, *, progress: bool, board: B
     A step with a non-finite loss or gradient is skipped on every rank; ``nonfinite_patience`` of them in a row
     raise :class:`TrainingDiverged`.
     """
-    config, process, trained, loss_fn, optimizer, scaler = (run.config, run.process, run.trained, run.loss_fn,
-                                                             run.optimizer, run.scaler)
+    config, process = run.config, run.process
     plan = epoch_plan(len(tiles), config.epoch_length, seed=config.seed, epoch=epoch, rank=process.rank,
                       world_size=process.world_size)
     loader = DataLoader(tiles, batch_size=config.batch_size, sampler=plan, collate_fn=collate,
-                        num_workers=config.workers)
-    device, losses, unhealthy = process.device, [], 0
-    trained.train()
+                        num_workers=config.workers, pin_memory=process.device.type == "cuda")
+    losses, unhealthy = [], 0
+    run.trained.train()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False)
     for position, (images, labels) in enumerate(bar):
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=_autocast_dtype(config), enabled=config.precision != "fp32"):
-            output = trained(images)
-        loss = loss_fn.forward(output.float(), labels).mean()
-        if process.distributed:  # a batch without seeds leaves the pixel classifier out; DDP needs every grad
-            loss = loss + 0.0 * sum(parameter.sum() for parameter in trained.parameters())
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
-        # fp16's scaler skips its own overflowing steps; anywhere else a non-finite value would poison the weights
-        healthy = bool(torch.isfinite(loss)) and (config.precision == "fp16" or bool(torch.isfinite(norm)))
-        if distributed.all_ranks(process, healthy):
-            scaler.step(optimizer)
-            unhealthy = 0
-        else:
-            unhealthy += 1
-            if unhealthy >= config.nonfinite_patience:
-                raise TrainingDiverged(
-                    f"{config.out}: {unhealthy} training steps in a row had a NaN or infinite loss or gradient "
-                    f"(epoch {epoch + 1}); the run stopped before its weights became NaN. Its last checkpoint, if "
-                    "any, is resumable; check the images and labels, or lower --lr")
-        scaler.update()
-        if healthy:
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        loss, stepped = train_step(run, images, labels)
+        unhealthy = 0 if stepped else unhealthy + 1
+        if unhealthy >= config.nonfinite_patience:
+            raise TrainingDiverged(
+                f"{config.out}: {unhealthy} training steps in a row had a NaN or infinite loss or gradient "
+                f"(epoch {epoch + 1}); the run stopped before its weights became NaN. Its last checkpoint, if "
+                "any, is resumable; check the images and labels, or lower --lr")
+        if loss is not None:
+            losses.append(loss)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if board is not None:
-                board.train_step(epoch, position, loss.item())
+                board.train_step(epoch, position, loss)
     return distributed.average(process, float(np.mean(losses)) if losses else float("nan"))
+
+
+def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[float | None, bool]:
+    """One optimizer step on a batch: its loss (None where the loss or the gradient was not finite here) and
+    whether the update was applied (on every rank only where every rank's step was finite).
+
+    One host-device synchronization per step: the loss and the health flag come back together, after the
+    backward, as the step needs to know whether to apply the update.
+    """
+    config, process, trained, optimizer, scaler = run.config, run.process, run.trained, run.optimizer, run.scaler
+    device = process.device
+    images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=_autocast_dtype(config), enabled=config.precision != "fp32"):
+        output = trained(images)
+    loss = run.loss_fn.forward(output.float(), labels).mean()
+    if process.distributed:  # a batch without seeds leaves the pixel classifier out; DDP needs every grad
+        loss = loss + 0.0 * sum(parameter.sum() for parameter in trained.parameters())
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
+    # fp16's scaler skips its own overflowing steps; anywhere else a non-finite value would poison the weights
+    finite = torch.isfinite(loss) if config.precision == "fp16" else torch.isfinite(loss) & torch.isfinite(norm)
+    value, healthy = torch.stack([loss.detach(), finite.to(loss.dtype)]).tolist()
+    healthy = healthy == 1.0
+    stepped = distributed.all_ranks(process, healthy)
+    if stepped:
+        scaler.step(optimizer)
+    scaler.update()
+    return (value if healthy else None), stepped
 
 
 def _autocast_dtype(config: TrainConfig) -> torch.dtype:

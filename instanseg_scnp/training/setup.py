@@ -145,7 +145,7 @@ def set_up(config: TrainConfig, process: distributed.Process, *, out: Path, over
                            "--pixel-size to train at one (the exported model needs it to rescale new images)")
     loss_fn = make_loss(seed_loss=config.seed_loss, mask_loss=config.mask_loss, scnp=config.scnp,
                         window=config.scnp_window, mode=config.scnp_mode, device=device, n_sigma=N_SIGMA,
-                        window_size=config.window_size)
+                        window_size=config.window_size, batched=True)
     main_losses = (loss_fn.scnp_seed_loss_name, loss_fn.scnp_mask_loss_name)
     arguments = _model_arguments(config, main_losses, pixel_size)
     model = _build_model(config, arguments, loss_fn, device, initial)
