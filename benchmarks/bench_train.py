@@ -18,8 +18,8 @@ Rounds alternate between the two; tiles/s is the median over rounds. A second
 pass times each phase of one step with a synchronization between phases
 (data wait, network, seed loss, mask loss, backward, optimizer; the SCNP
 operator's share from ``torch.profiler``), and one validation pass. On CUDA it
-also reports the GPU busy fraction: the profiled kernel time over the wall time
-of the same steps.
+also reports the GPU busy fraction (the profiled kernel time over the wall time
+of the same steps), kernel launches and host-device synchronizations per step.
 """
 
 from __future__ import annotations
@@ -149,8 +149,9 @@ def _seed_only(loss_fn):
         loss_fn.instance_weight = weight
 
 
-def busy_fraction(run, step, tiles, steps: int) -> float:
-    """Kernel time over wall time of ``steps`` profiled steps (CUDA only)."""
+def gpu_profile(run, step, tiles, steps: int) -> dict[str, float]:
+    """The GPU busy fraction (kernel time over wall time) of ``steps`` profiled steps, and per step the
+    kernel launches and the host-device synchronizations (CUDA only)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                             torch.profiler.ProfilerActivity.CUDA]) as profile:
         _sync(run)
@@ -159,8 +160,12 @@ def busy_fraction(run, step, tiles, steps: int) -> float:
             step(images, labels)
         _sync(run)
         wall = time.perf_counter() - start
-    kernel_us = sum(e.self_device_time_total for e in profile.key_averages() if e.device_type.name == "CUDA")
-    return kernel_us * 1e-6 / wall
+    events = profile.key_averages()
+    kernel_us = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA")
+    calls = {e.key: e.count for e in events}
+    launches = sum(count for key, count in calls.items() if key.startswith("cudaLaunchKernel"))
+    syncs = calls.get("cudaStreamSynchronize", 0) + calls.get("cudaDeviceSynchronize", 0)
+    return {"busy": kernel_us * 1e-6 / wall, "launches": launches / steps, "syncs": syncs / steps}
 
 
 def _lap(run, start: float) -> float:
@@ -207,12 +212,12 @@ def main(argv=None):
         start = time.perf_counter()
         _validate(run, val_tiles)
         validation = time.perf_counter() - start
-        busy = {}
+        gpu = {}
         if run.process.device.type == "cuda":
             optimizer = torch.optim.Adam(run.model.parameters(), lr=run.config.lr)
-            busy = {"upstream": busy_fraction(run, lambda i, l: upstream_step(run, upstream, optimizer, i, l), tiles,
-                                              args.steps),
-                    "ours": busy_fraction(run, lambda i, l: train_step(run, i, l), tiles, args.steps)}
+            gpu = {"upstream": gpu_profile(run, lambda x, y: upstream_step(run, upstream, optimizer, x, y), tiles,
+                                           args.steps),
+                   "ours": gpu_profile(run, lambda x, y: train_step(run, x, y), tiles, args.steps)}
 
     device = run.process.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
@@ -221,12 +226,15 @@ def main(argv=None):
           f"workers {config.workers}; preset {config.preset}: UNet {list(config.layers)}, batch {config.batch_size} x "
           f"{config.tile_size}^2, {config.seed_loss} seed + {config.mask_loss} mask, scnp={config.scnp} "
           f"w={config.scnp_window}, precision {config.precision}; {args.rounds} rounds x {args.steps} steps")
-    print("| loop | tiles/s | vs upstream |" + ("  GPU busy |" if busy else ""))
-    print("|---|---|---|" + ("---|" if busy else ""))
+    print("| loop | tiles/s | vs upstream |" + (" GPU busy | launches/step | host syncs/step |" if gpu else ""))
+    print("|---|---|---|" + ("---|---|---|" if gpu else ""))
     base = statistics.median(rates["upstream"])
     for loop in loops:
         rate = statistics.median(rates[loop])
-        print(f"| {loop} | {rate:.1f} | {rate / base:.2f}x |" + (f" {busy[loop]:.0%} |" if busy else ""))
+        row = f"| {loop} | {rate:.1f} | {rate / base:.2f}x |"
+        if gpu:
+            row += f" {gpu[loop]['busy']:.0%} | {gpu[loop]['launches']:.0f} | {gpu[loop]['syncs']:.0f} |"
+        print(row)
     print()
     keys = list(phases["ours"])
     print("| phase (ms per step) | " + " | ".join(loops) + " |")
