@@ -9,6 +9,7 @@ from instanseg_scnp.metrics.matching import (
     match,
     matched_pairs,
 )
+from instanseg_scnp.metrics.penalty import cell_penalty
 from instanseg_scnp.metrics.shape import SHAPE_COLUMNS, cell_shapes
 from instanseg_scnp.metrics.shape_errors import MIN_SHAPE_AREA, SHAPE_ERROR_COLUMNS, shape_differences
 from instanseg_scnp.metrics.topology import betti_numbers, count_fragments, topology_errors
@@ -21,6 +22,7 @@ __all__ = [
     "SHAPE_ERROR_COLUMNS",
     "UPSTREAM_THRESHOLDS",
     "betti_numbers",
+    "cell_penalty",
     "cell_shapes",
     "check_labels",
     "classify_errors",

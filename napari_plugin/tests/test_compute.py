@@ -10,7 +10,6 @@ from instanseg_scnp import scnp
 from instanseg_scnp.data import synthetic_image
 from instanseg_scnp.metrics import cell_shapes, classify_errors, topology_errors
 from instanseg_scnp.upstream import InstanceCrops
-from instanseg_scnp.upstream import InstanceCrops
 
 from napari_instanseg_scnp._compute import (
     ERROR_CLASSES,
@@ -20,6 +19,7 @@ from napari_instanseg_scnp._compute import (
     histogram,
     labels_from_logits,
     map_penalty,
+    penalty_column,
     shape_colors,
     shape_features,
     symmetric_limits,
@@ -197,3 +197,18 @@ def test_symmetric_limits_and_labels_from_logits():
     assert symmetric_limits(np.array([-1.0, 3.0, np.inf]), percentile=100) == (-3.0, 3.0)
     labels = labels_from_logits(np.array([[1.0, -1, 1], [-1, 1, -1], [-1, -1, -1]]))
     assert labels.max() == 1  # 8-connected
+
+
+def test_penalty_column_follows_the_features_rows(sample):
+    """One value per row, in the table's order, each the mean |z - z~| over the cell dilated by w // 2."""
+    from scipy import ndimage
+
+    logits, gt = sample
+    _, difference = map_penalty(logits, gt).compute(5)
+    features = shape_features(gt).iloc[::-1]  # any row order
+    features = pd.concat([features, pd.DataFrame({"index": [gt.max() + 7]})], ignore_index=True)  # a label not drawn
+    column = penalty_column(features, gt, difference, 5)
+    expected = [np.abs(difference)[ndimage.binary_dilation(gt == cell, np.ones((3, 3), bool), iterations=2)].mean()
+                for cell in features["index"][:-1]]
+    np.testing.assert_allclose(column[:-1], expected, rtol=1e-6)
+    assert np.isnan(column[-1]) and column[:-1].max() > 0

@@ -10,6 +10,7 @@ from instanseg_scnp.evaluation import load_segmenter
 from instanseg_scnp.metrics import cell_shapes, topology_errors
 from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
+from scipy import ndimage
 
 from napari_instanseg_scnp._compute import ERROR_CLASSES, Penalty
 from napari_instanseg_scnp._widget import SCNPInspector
@@ -65,6 +66,12 @@ def test_logit_layer_end_to_end(qtbot, inspector, cells, notifications):
         expected = scnp(torch.from_numpy(z)[None, None], torch.from_numpy(gt > 0)[None, None], window)[0, 0].numpy()
         np.testing.assert_array_equal(widget.layer_data("z_tilde"), expected)
         np.testing.assert_array_equal(widget.layer_data("difference"), z - expected)
+    magnitude = np.abs(widget.layer_data("difference"))
+    for layer in (widget._layers["prediction"], viewer.layers["ground truth"]):  # each cell and its 4 px ring
+        labels = np.asarray(layer.data)
+        expected = [magnitude[ndimage.binary_dilation(labels == cell, np.ones((3, 3), bool), iterations=4)].mean()
+                    for cell in layer.features["index"]]
+        np.testing.assert_allclose(layer.features["scnp_penalty"], expected, rtol=1e-6)
     difference = widget._layers["difference"]
     assert difference.name == "z - z~ of logits, w=9 (logits)"
     assert difference.contrast_limits[0] == -difference.contrast_limits[1] and difference.colorbar.visible

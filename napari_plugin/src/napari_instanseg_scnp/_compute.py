@@ -4,7 +4,9 @@ r"""The inspector's computations: pure NumPy/torch, no napari or Qt (tested with
   logits :math:`\tilde z` (:func:`instanseg_scnp.scnp`) for any window; :class:`WindowCache`
   keeps recent windows so moving the slider back costs nothing.
 - :func:`shape_features`, :func:`shape_colors`: :func:`instanseg_scnp.metrics.cell_shapes`
-  as a napari ``Labels.features`` table, and a colour per cell by a shape column.
+  as a napari ``Labels.features`` table, and a colour per cell by a shape column;
+  :func:`penalty_column`: each cell's SCNP penalty (:func:`instanseg_scnp.metrics.cell_penalty`)
+  as a column of that table.
 - :func:`error_map`: the split, merged, fragmented, missed and spurious cells that
   :func:`instanseg_scnp.metrics.classify_errors` names (the definitions, and the
   counts, of :func:`instanseg_scnp.metrics.topology_errors`), painted as one label image.
@@ -19,11 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 from instanseg_scnp import scnp
-from instanseg_scnp.metrics import CellErrors, cell_shapes, check_labels, classify_errors
+from instanseg_scnp.metrics import CellErrors, cell_penalty, cell_shapes, check_labels, classify_errors
 from scipy import ndimage
 
 __all__ = [
     "ERROR_CLASSES",
+    "PENALTY_COLUMN",
     "ERROR_COLORS",
     "SHAPE_RANGE",
     "Penalty",
@@ -33,6 +36,7 @@ __all__ = [
     "labels_from_logits",
     "map_penalty",
     "crop_penalty",
+    "penalty_column",
     "shape_colors",
     "shape_features",
     "symmetric_limits",
@@ -213,6 +217,17 @@ def shape_features(labels: np.ndarray) -> pd.DataFrame:
     table = cell_shapes(np.asarray(labels))
     table.insert(0, "index", table["label"].to_numpy())
     return table
+
+
+PENALTY_COLUMN = "scnp_penalty"
+"""The features column of each cell's mean |z - z~| over the cell and a one-window ring around it."""
+
+
+def penalty_column(features: pd.DataFrame, labels: np.ndarray, difference: np.ndarray, window: int) -> np.ndarray:
+    """Each row's :func:`instanseg_scnp.metrics.cell_penalty` of ``difference`` (z - z~ at ``window``), in the
+    order of ``features["index"]`` (NaN for a label not in ``labels``)."""
+    penalties = cell_penalty(difference, labels, window)
+    return np.array([penalties.get(int(label), np.nan) for label in features["index"]], dtype=float)
 
 
 def shape_colors(features: pd.DataFrame, column: str, cmap: str = "viridis") -> dict:

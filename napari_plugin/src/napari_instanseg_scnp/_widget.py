@@ -28,8 +28,11 @@ from napari_instanseg_scnp._analysis import PENALTY_TARGETS, Analysis, InputErro
 from napari_instanseg_scnp._compute import (
     ERROR_CLASSES,
     ERROR_COLORS,
+    PENALTY_COLUMN,
+    Penalty,
     WindowCache,
     error_map,
+    penalty_column,
     shape_colors,
     symmetric_limits,
 )
@@ -266,15 +269,15 @@ class SCNPInspector(Container):
         else:
             self._status.value = f"computing SCNP, w={key[1]}..."
         penalty = self._analysis.penalties[key[0]]
-        worker = create_worker(penalty.compute, key[1], _start_thread=False, _connect={
-            "returned": partial(self._on_penalized, self._generation, key),
-            "errored": partial(self._on_error, self._generation),
-            "finished": self._on_penalty_finished,
-        })
+        ground_truth = None if self._ground_truth_layer is None else np.asarray(self._ground_truth_layer.data)
+        connect = {"returned": partial(self._on_penalized, self._generation, key),
+                   "errored": partial(self._on_error, self._generation), "finished": self._on_penalty_finished}
+        worker = create_worker(_window_result, penalty, key[1], self._analysis, ground_truth, _start_thread=False,
+                               _connect=connect)
         self._penalty_worker = worker
         worker.start()
 
-    def _on_penalized(self, generation: int, key: tuple[str, int], result: tuple[np.ndarray, np.ndarray]) -> None:
+    def _on_penalized(self, generation: int, key: tuple[str, int], result: tuple[np.ndarray, ...]) -> None:
         if generation != self._generation:
             return
         self._cache.put(key, result)
@@ -285,8 +288,16 @@ class SCNPInspector(Container):
         self._penalty_worker = None
         self._pump()
 
-    def _show_penalty(self, key: tuple[str, int], z_tilde: np.ndarray, difference: np.ndarray) -> None:
+    def _show_penalty(self, key: tuple[str, int], z_tilde: np.ndarray, difference: np.ndarray,
+                      prediction_penalty: np.ndarray, ground_truth_penalty: np.ndarray) -> None:
         target, window = key
+        analysis = self._analysis
+        prediction = self._layers.get("prediction")
+        if prediction is not None:
+            prediction.features = analysis.prediction_features.assign(**{PENALTY_COLUMN: prediction_penalty})
+        gt_layer, gt_features = self._ground_truth_layer, analysis.ground_truth_features
+        if gt_layer is not None and gt_features is not None and len(ground_truth_penalty) == len(gt_features):
+            gt_layer.features = gt_features.assign(**{PENALTY_COLUMN: ground_truth_penalty})
         limits = self._limits[target]
         placement = {"scale": self._layers["prediction"].scale, "translate": self._layers["prediction"].translate}
         self._put_image("z_tilde", z_tilde, name=f"SCNP z~ of {target}, w={window} (logits)",
@@ -454,3 +465,14 @@ def _text_color(viewer: napari.viewer.Viewer) -> str:
     except (KeyError, ValueError, AttributeError):
         return "#222222"
 
+
+def _window_result(penalty: Penalty, window: int, analysis: Analysis, ground_truth: np.ndarray | None
+                   ) -> tuple[np.ndarray, ...]:
+    """What one window shows (runs in a worker thread): z~, z - z~, and each predicted and ground-truth cell's
+    SCNP penalty in the order of its features table (the ground truth's empty without one)."""
+    z_tilde, difference = penalty.compute(window)
+    prediction = penalty_column(analysis.prediction_features, analysis.prediction, difference, window)
+    gt_features = analysis.ground_truth_features
+    if ground_truth is None or gt_features is None:
+        return z_tilde, difference, prediction, np.empty(0)
+    return z_tilde, difference, prediction, penalty_column(gt_features, ground_truth, difference, window)
