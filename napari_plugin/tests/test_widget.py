@@ -124,6 +124,8 @@ def test_slider_changes_are_coalesced_and_snap_to_odd(qtbot, inspector, cells, m
 
 
 def test_model_end_to_end(qtbot, inspector, cells, run_dir, seed_threshold, notifications):
+    # upstream's inference first: warnings filters are process-wide, and the widget's thread workers set theirs
+    labels = load_segmenter(run_dir / "instanseg.pt")(cells[0][..., None], None)
     viewer, widget = inspector
     add_cells(viewer, cells)
     widget._image.value = viewer.layers["cells"]
@@ -135,7 +137,6 @@ def test_model_end_to_end(qtbot, inspector, cells, run_dir, seed_threshold, noti
     seed, masks = widget._layers["seed map"], widget._layers["instance masks"]
     assert isinstance(seed, Image) and seed.name == "seed map (logits)"
     assert masks.name == "instance masks, max over seeds (logits)"
-    labels = load_segmenter(run_dir / "instanseg.pt")(cells[0][..., None], None)
     assert widget._layers["prediction"].name == "predicted labels"
     assert widget._penalize.choices == ("seed map", "instance masks")
     show_window(qtbot, widget, 5)
