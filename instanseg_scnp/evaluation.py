@@ -42,6 +42,22 @@ from instanseg_scnp.rundir import CONFIG, TORCHSCRIPT, require_run_dir
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "COUNT_COLUMNS",
+    "EVALUATION_FILES",
+    "F1_COLUMNS",
+    "PER_IMAGE_COLUMNS",
+    "Evaluation",
+    "ImageScore",
+    "Segmenter",
+    "evaluate_items",
+    "evaluate_run",
+    "load_segmenter",
+    "score_image",
+    "summary_line",
+    "write_evaluation",
+]
+
 Segmenter = Callable[[np.ndarray, "float | None"], np.ndarray]
 
 F1_COLUMNS = {"f1_50": (0.5,), "f1_50to90_by05": DEFAULT_THRESHOLDS, "f1_50to90_by10": UPSTREAM_THRESHOLDS}
@@ -109,8 +125,82 @@ def load_segmenter(model_path: str | Path, *, device: str = "cpu", **postprocess
     return segment_image
 
 
+@dataclass(frozen=True, eq=False)
+class ImageScore:
+    """The scores of one predicted label image against its ground truth, from :func:`score_image`.
+
+    Attributes
+    ----------
+    row : dict
+        The image's row of :attr:`Evaluation.per_image`: a value for each of
+        :data:`PER_IMAGE_COLUMNS`, in that order.
+    shapes, gt_shapes : pandas.DataFrame
+        :func:`instanseg_scnp.metrics.cell_shapes` of the prediction and of the ground truth.
+    pairs : pandas.DataFrame
+        :func:`instanseg_scnp.metrics.shape_differences` of the cells matched at IoU >= 0.5.
+    counts : dict
+        IoU threshold -> ``(tp, fp, fn)``, for every threshold of :data:`F1_COLUMNS`:
+        what a dataset sums over its images to pool F1 (divide once, at the end).
+    """
+
+    row: dict
+    shapes: pd.DataFrame
+    gt_shapes: pd.DataFrame
+    pairs: pd.DataFrame
+    counts: dict[float, tuple[int, int, int]]
+
+
+def score_image(gt: np.ndarray, predicted: np.ndarray, name: str = "image") -> ImageScore:
+    """Score one predicted label image against its ground truth: the one per-image scoring.
+
+    :func:`evaluate_items` scores each image with it, and the napari plugin each
+    model it compares, so a number means the same wherever it is shown.
+
+    Parameters
+    ----------
+    gt, predicted : (M, N) ndarray of int
+        Label images of one shape, 0 background, ids >= 0. Unannotated pixels
+        (-1) must already be removed from both (as :func:`evaluate_items` does).
+    name : str
+        The ``name`` of the row.
+
+    Returns
+    -------
+    ImageScore
+
+    Raises
+    ------
+    TypeError, ValueError
+        Label images that :func:`instanseg_scnp.metrics.check_labels` refuses, or of two shapes.
+
+    Examples
+    --------
+    Ground-truth cell 1 found, cell 2 missed:
+
+    >>> score = score_image(np.array([[1, 1, 0, 2, 2]]), np.array([[7, 7, 0, 0, 0]]))
+    >>> score.row["f1_50"], score.row["count_error"], score.row["missed"], score.counts[0.5]
+    (0.6666666666666666, 1, 1, (1, 0, 1))
+    """
+    matched = match(gt, predicted, thresholds=_THRESHOLDS)
+    f1 = {row["threshold"]: row["f1"] for row in matched["per_threshold"]}
+    counts = {row["threshold"]: (int(row["tp"]), int(row["fp"]), int(row["fn"])) for row in matched["per_threshold"]}
+    shapes, gt_shapes = cell_shapes(predicted), cell_shapes(gt)
+    differences = shape_differences(matched_pairs(gt, predicted), gt_shapes, shapes)
+    errors = topology_errors(gt, predicted)
+    row = {
+        "name": name,
+        **{key: matched[key] for key in ("n_gt", "n_pred", "pq")},
+        **{column: float(np.mean([f1[t] for t in thresholds])) for column, thresholds in F1_COLUMNS.items()},
+        **{key: errors[key] for key in ("count_error", "beta0_error", "beta1_error", *COUNT_COLUMNS)},
+        **{column: differences[column].mean() for column in SHAPE_ERROR_COLUMNS},
+        "roundness": shapes["roundness"].mean(),
+        "circularity": shapes["circularity"].mean(),
+    }
+    return ImageScore({column: row[column] for column in PER_IMAGE_COLUMNS}, shapes, gt_shapes, differences, counts)
+
+
 def evaluate_items(segment: Segmenter, items: list[dict], *, progress: bool = False) -> Evaluation:
-    """Segment every item and score it against its ``nucleus_masks``.
+    """Segment every item and score it against its ``nucleus_masks`` (:func:`score_image`).
 
     Unannotated pixels (-1) are removed from both label images before scoring, as
     upstream does.
@@ -122,23 +212,12 @@ def evaluate_items(segment: Segmenter, items: list[dict], *, progress: bool = Fa
         predicted = segment(item["image"], item.get("pixel_size"))
         predicted[gt < 0] = 0
         gt[gt < 0] = 0
-        matched = match(gt, predicted, thresholds=_THRESHOLDS)
-        f1 = {row["threshold"]: row["f1"] for row in matched["per_threshold"]}
-        totals += [[row["tp"], row["fp"], row["fn"]] for row in matched["per_threshold"]]
-        shapes, gt_shapes = cell_shapes(predicted), cell_shapes(gt)
-        cells += [shapes.assign(name=name, source="prediction"), gt_shapes.assign(name=name, source="ground truth")]
-        differences = shape_differences(matched_pairs(gt, predicted), gt_shapes, shapes)
-        pairs.append(differences.assign(name=name))
-        errors = topology_errors(gt, predicted)
-        rows.append({
-            "name": name,
-            **{key: matched[key] for key in ("n_gt", "n_pred", "pq")},
-            **{column: float(np.mean([f1[t] for t in thresholds])) for column, thresholds in F1_COLUMNS.items()},
-            **{key: errors[key] for key in ("count_error", "beta0_error", "beta1_error", *COUNT_COLUMNS)},
-            **{column: differences[column].mean() for column in SHAPE_ERROR_COLUMNS},
-            "roundness": shapes["roundness"].mean(),
-            "circularity": shapes["circularity"].mean(),
-        })
+        score = score_image(gt, predicted, name=name)
+        rows.append(score.row)
+        totals += [score.counts[t] for t in _THRESHOLDS]
+        cells += [score.shapes.assign(name=name, source="prediction"),
+                  score.gt_shapes.assign(name=name, source="ground truth")]
+        pairs.append(score.pairs.assign(name=name))
     per_image = pd.DataFrame(rows, columns=list(PER_IMAGE_COLUMNS))
     per_cell = pd.concat(cells, ignore_index=True) if cells else pd.DataFrame(columns=["name", "source"])
     pairs = pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(columns=["name"])

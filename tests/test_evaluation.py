@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from instanseg_scnp.data import synthetic_dataset
-from instanseg_scnp.evaluation import PER_IMAGE_COLUMNS, evaluate_items, write_evaluation
+from instanseg_scnp.evaluation import PER_IMAGE_COLUMNS, evaluate_items, score_image, write_evaluation
 from instanseg_scnp.metrics import MIN_SHAPE_AREA, cell_shapes, match, topology_errors
 
 
@@ -113,3 +113,51 @@ def test_pooled_f1_by_tenths_is_upstreams_reported_mean_f1(items):
     assert 0 < mean_f1 < 1
     assert evaluation.summary["pooled_f1_50to90_by10"] == pytest.approx(mean_f1, abs=1e-8)
     assert evaluation.summary["pooled_f1_50"] == pytest.approx(f1_05, abs=1e-8)
+
+
+def _hand_made_pair():
+    """Ground truth and prediction (20 x 40) whose scores are known by hand.
+
+    gt cells: A=1 (10 x 12), B=4 (10 x 8) beside C=5 (10 x 4), D=7, E=8, F=11 (6 x 6 each).
+    predicted: A split into 2 (10 x 4, IoU 1/3) and 3 (10 x 8, IoU 2/3); B and C merged into 6
+    (IoU 2/3 with B, 1/3 with C); E found exactly (10); D and F missed; 9 spurious.
+    """
+    gt, pred = np.zeros((20, 40), np.int32), np.zeros((20, 40), np.int32)
+    gt[0:10, 0:12], gt[0:10, 14:22], gt[0:10, 22:26] = 1, 4, 5
+    gt[12:18, 0:6], gt[12:18, 10:16], gt[12:18, 20:26] = 7, 8, 11
+    pred[0:10, 0:4], pred[0:10, 4:12], pred[0:10, 14:26] = 2, 3, 6
+    pred[12:18, 10:16], pred[12:18, 30:36] = 10, 9
+    return gt, pred
+
+
+def test_score_image_matches_counts_derived_by_hand():
+    gt, pred = _hand_made_pair()
+    score = score_image(gt, pred, name="hand")
+    row = score.row
+    assert list(row) == list(PER_IMAGE_COLUMNS) and row["name"] == "hand"
+    assert (row["n_gt"], row["n_pred"], row["count_error"]) == (6, 5, 1)
+    # IoU 0.5 to 0.65: (A, 3), (B, 6), (E, 10) match; from 0.7 only (E, 10)
+    assert score.counts[0.5] == (3, 2, 3) and score.counts[0.65] == (3, 2, 3)
+    assert score.counts[0.7] == (1, 4, 5) and score.counts[0.9] == (1, 4, 5)
+    assert row["f1_50"] == pytest.approx(6 / 11)
+    assert row["f1_50to90_by10"] == pytest.approx((2 * 6 / 11 + 3 * 2 / 11) / 5)
+    assert row["f1_50to90_by05"] == pytest.approx((4 * 6 / 11 + 5 * 2 / 11) / 9)
+    assert row["pq"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3 * 6 / 11)
+    assert (row["splits"], row["merges"], row["missed"], row["spurious"], row["fragmented"]) == (1, 1, 2, 1, 0)
+    # foreground pieces: gt A, B+C, D, E, F (5); predicted 2+3, 6, 10, 9 (4); no holes
+    assert (row["beta0_error"], row["beta1_error"]) == (1, 0)
+    assert score.pairs["gt_label"].tolist() == [1, 4, 8] and score.pairs["pred_label"].tolist() == [3, 6, 10]
+    # E is found exactly; A (10 x 12, aspect 1.2) is rounder than its match 3 (10 x 8, aspect 1.25)
+    assert score.pairs["roundness_error"].iloc[2] == 0
+    assert score.pairs["roundness_gt"].iloc[0] > score.pairs["roundness_pred"].iloc[0]
+    assert row["roundness_error"] == pytest.approx(score.pairs["roundness_error"].mean())
+    assert sorted(score.gt_shapes["label"]) == [1, 4, 5, 7, 8, 11] and sorted(score.shapes["label"]) == [2, 3, 6, 9, 10]
+    assert row["roundness"] == pytest.approx(score.shapes["roundness"].mean())
+
+
+def test_evaluate_items_rows_are_score_image_rows():
+    gt, pred = _hand_made_pair()
+    evaluation = evaluate_items(lambda image, size: pred.copy(), [{"name": "hand", "image": gt, "nucleus_masks": gt}])
+    expected = pd.DataFrame([score_image(gt, pred, name="hand").row])
+    pd.testing.assert_frame_equal(evaluation.per_image, expected, check_dtype=False)
+    assert evaluation.summary["pooled_f1_50"] == pytest.approx(6 / 11)
