@@ -26,8 +26,9 @@ _MODULES = {
     ".export": ("export_run", "export_torchscript"),
     ".finetune": ("InitError", "InitialModel", "check_architecture", "initialize_model", "load_initial_weights"),
     ".bioimageio": ("export_bioimageio", "load_bioimageio", "require_bioimageio"),
-    ".inference": ("MIN_INFERENCE_SIZE", "InstanceCrops", "ModelError", "ModelOutputs", "load_model", "model_outputs",
-                   "prepare_image", "resolve_model_path", "segment"),
+    ".inference": ("MIN_INFERENCE_SIZE", "MIN_TILE_SIZE", "TILE_ALIGN", "TILE_HALO", "Cancelled", "InstanceCrops",
+                   "normalizes_per_tile", "ModelError", "ModelOutputs", "load_model", "model_outputs", "prepare_image", "resolve_model_path",
+                   "segment"),
     "._quiet": ("quiet_upstream",),
     "._compat": ("UpstreamError", "upstream_version"),
 }

@@ -28,7 +28,11 @@ SUPPORTED = ((0, 1, 2), (0, 2, 0))
 
 REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
     "instanseg": {"InstanSeg": ("model_type", "device", "verbosity")},
-    "instanseg.inference_class": {"InstanSeg.eval_small_image": ("image", "pixel_size", "return_image_tensor")},
+    "instanseg.inference_class": {
+        "InstanSeg.eval_small_image": ("image", "pixel_size", "return_image_tensor"),
+        "InstanSeg.eval_medium_image": ("image", "pixel_size", "tile_size", "return_image_tensor"),
+        "_rescale_to_pixel_size": ("image", "requested_pixel_size", "model_pixel_size"),
+    },
     "instanseg.utils.loss.instanseg_loss": {
         "InstanSeg": ("device", "binary_loss_fn_str", "seed_loss_fn", "window_size", "n_sigma", "bg_weight"),
         "InstanSeg.update_binary_loss": ("binary_loss_fn_str",),
@@ -51,7 +55,12 @@ REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "instanseg.utils.augmentations": {"Augmentations": ("augmentation_dict", "shape", "dim_in")},
     "instanseg.utils.utils": {"percentile_normalize": ("img",)},
-    "instanseg.utils.tiling": {"_instanseg_padding": ("img", "extra_pad"), "_recover_padding": ("x", "pad")},
+    "instanseg.utils.tiling": {
+        "_instanseg_padding": ("img", "extra_pad"),
+        "_recover_padding": ("x", "pad"),
+        "_chops": ("img_shape", "shape", "overlap"),
+        "_sliding_window_inference": ("input_tensor", "predictor", "window_size", "overlap", "max_cell_size"),
+    },
 }
 """Upstream module -> {name (``Class.method`` for a method) -> parameters we pass by name or position}."""
 

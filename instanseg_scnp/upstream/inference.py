@@ -29,12 +29,37 @@ returns the labels.
     map's lowest logit;
   - the **labels**: the wrapper's own forward on the same normalized image, at the
     image's own resolution (no rescaling to the model's pixel size).
+
+**Tiled inference** (``tile_size=``) bounds the memory of the network by the tile,
+not by the image, for real-size images:
+
+- :func:`segment` hands the image to upstream's own tiling
+  (``InstanSeg.eval_medium_image``: windows of ``tile_size`` overlapping by
+  upstream's 2 * (80 + 20) px, each window's labels cut 80 px in from its inner
+  sides, cells touching a cut dropped and the rest merged with the cells already
+  placed, by IoU > 0.1);
+- :func:`model_outputs` runs the network (``model.fcn``) window by window: the
+  image is cut into cores, multiples of :data:`TILE_ALIGN` px a side and origin
+  (so the UNet's pooling grid is the whole image's), each run with a halo of
+  :data:`TILE_HALO` px of image around it, and only the cores are stitched into
+  the (5, H, W) output. The halo covers the whole receptive field of upstream's
+  default network (4 levels, 92 px), so the stitched output is the whole-image
+  output up to float rounding. Seeds, crops and the assembled map then come from
+  the stitched output as without tiles (their memory grows with the image: 5
+  floats a pixel, and the crops of the seeds), and the labels from the tiled
+  :func:`segment`.
+
+Both take ``progress(done, total)``, called after each tile, and ``cancel()``,
+asked before each tile, which stops the run with :class:`Cancelled`.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import numbers
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +76,13 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CROP_CHUNK",
     "MIN_INFERENCE_SIZE",
+    "MIN_TILE_SIZE",
     "SUPPORTED_LAYOUT",
+    "TILE_ALIGN",
+    "TILE_HALO",
+    "Cancelled",
+    "PER_INPUT_NORMS",
+    "normalizes_per_tile",
     "InstanceCrops",
     "ModelError",
     "ModelOutputs",
@@ -82,6 +113,95 @@ NORMALIZED_RANGE = (-2.0, 3.0)
 
 class ModelError(ValueError):
     """A model path or file that is not an exported InstanSeg model; the message says what to choose instead."""
+
+
+TILE_ALIGN = 32
+"""Tiled :func:`model_outputs` puts its windows at multiples of this many pixels, so that the pooling grid of the
+network (upstream pads its input to multiples of 16) is the whole image's."""
+
+TILE_HALO = 96
+"""Pixels of image around each core of tiled :func:`model_outputs`: at least the receptive-field radius of
+upstream's default network (``InstanSeg_UNet``, layers (256, 128, 64, 32): 4 convolutions of 3 x 3 a block at 4
+levels, 92 px), a multiple of :data:`TILE_ALIGN`. Beyond the radius an output pixel does not depend on the input,
+so the cores match the whole-image output up to float rounding."""
+
+MIN_TILE_SIZE = 256
+"""Smallest ``tile_size``: upstream's tiling needs windows wider than its 2 * (80 + 20) px overlap, and tiled
+:func:`model_outputs` a core of at least 2 * :data:`TILE_ALIGN` px inside the halo."""
+
+
+class Cancelled(Exception):
+    """Tiled inference stopped between tiles because its ``cancel`` callable returned True."""
+
+
+ProgressCallback = Callable[[int, int], object]
+CancelCallback = Callable[[], bool]
+
+
+class _Tiles:
+    """One run's tile count: asks ``cancel`` before each tile, tells ``progress`` after each."""
+
+    def __init__(self, total: int, progress: ProgressCallback | None, cancel: CancelCallback | None):
+        self.done, self.total, self.progress, self.cancel = 0, total, progress, cancel
+
+    def before(self) -> None:
+        if self.cancel is not None and self.cancel():
+            raise Cancelled(f"inference cancelled after {self.done} of {self.total} tiles")
+
+    def after(self) -> None:
+        self.done += 1
+        self.total = max(self.total, self.done)
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+class _TileCounter(torch.nn.Module):
+    """The exported model as upstream's tiling calls it (``predictor(tile, **kwargs)``), counting its tiles.
+
+    Everything else (``pixel_size``, ``cells_and_nuclei``, ``graph``, which upstream
+    reads) is the wrapped model's.
+    """
+
+    def __init__(self, model: torch.jit.ScriptModule, tiles: _Tiles):
+        super().__init__()
+        self.model = model
+        self.tiles = tiles
+
+    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        self.tiles.before()
+        labels = self.model(x, **kwargs)
+        self.tiles.after()
+        return labels
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["model"], name)
+
+
+PER_INPUT_NORMS = ("InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "GroupNorm", "LayerNorm")
+"""Normalization layers that normalize each input by its own statistics."""
+
+
+def normalizes_per_tile(model: torch.jit.ScriptModule | torch.nn.Module) -> bool:
+    """True if the network normalizes each input by its own statistics (instance norm, as the demo preset trains).
+
+    Tiled inference is then not the whole-image inference: each tile is normalized by
+    its own statistics, so the outputs differ everywhere, not only near the seams
+    (a demo model's seed logits by up to 1.9 on a range of ±8.5, its F1@0.5 by 0.001).
+    Batch-norm models tile exactly, up to float rounding.
+    """
+    network = getattr(model, "fcn", model)
+    return any(getattr(module, "original_name", type(module).__name__) in PER_INPUT_NORMS
+               for _, module in network.named_modules())
+
+
+def _check_tile_size(tile_size: object) -> int:
+    if isinstance(tile_size, bool) or not isinstance(tile_size, numbers.Integral) or tile_size < MIN_TILE_SIZE:
+        raise ValueError(f"tile_size must be None (the whole image at once) or an int of at least {MIN_TILE_SIZE} "
+                         f"(pixels a side of a tile), got {tile_size!r}")
+    return int(tile_size)
 
 
 def resolve_model_path(path: str | Path) -> Path:
@@ -208,7 +328,8 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 def segment(model: torch.jit.ScriptModule, image: np.ndarray, *, channel_axis: int | None = None,
-            pixel_size: float | None = None, **postprocessing: float) -> np.ndarray:
+            pixel_size: float | None = None, tile_size: int | None = None, progress: ProgressCallback | None = None,
+            cancel: CancelCallback | None = None, **postprocessing: float) -> np.ndarray:
     """Labels of ``model`` on ``image`` through upstream's inference class, (H, W) int32.
 
     ``image`` is as for :func:`prepare_image`; under :data:`MIN_INFERENCE_SIZE`
@@ -216,13 +337,58 @@ def segment(model: torch.jit.ScriptModule, image: np.ndarray, *, channel_axis: i
     upstream rescale the image to the model's and the labels back; None runs at
     the image's own scale. ``postprocessing`` overrides the exported defaults
     (``seed_threshold=``, ``mask_threshold=``, ``peak_distance=``, ...).
+
+    ``tile_size`` (pixels, at least :data:`MIN_TILE_SIZE`) runs upstream's tiled
+    inference (``eval_medium_image``, see the module docstring) on windows of
+    that size (of the rescaled image where ``pixel_size`` rescales); None runs
+    the whole image at once (``eval_small_image``), as one tile.
+    ``progress(done, total)`` is called after each tile; ``cancel()`` is asked
+    before each, and True raises :class:`Cancelled`.
     """
+    size = None if tile_size is None else _check_tile_size(tile_size)
     tensor, crop = pad_for_inference(prepare_image(image, channel_axis=channel_axis, normalize=False))
-    device = _device(model)
-    with quiet_upstream():
-        instanseg = upstream().InstanSeg(model, device=str(device), verbosity=0)
-        labels = instanseg.eval_small_image(tensor[0], pixel_size, return_image_tensor=False, **postprocessing)
+    if size is None:
+        tiles = _Tiles(1, progress, cancel)
+        tiles.before()
+        device = _device(model)
+        with quiet_upstream():
+            instanseg = upstream().InstanSeg(model, device=str(device), verbosity=0)
+            labels = instanseg.eval_small_image(tensor[0], pixel_size, return_image_tensor=False, **postprocessing)
+        tiles.after()
+    else:
+        tiles = _Tiles(_label_tiles(model, tensor.shape[-2:], size, pixel_size), progress, cancel)
+        labels = _tiled_labels(model, tensor, size, tiles, pixel_size=pixel_size, **postprocessing)
     return labels.squeeze().cpu().numpy().astype(np.int32)[crop]
+
+
+def _label_tiles(model: torch.jit.ScriptModule, shape: tuple[int, int], tile_size: int,
+                 pixel_size: float | None) -> int:
+    """How many windows upstream's tiled inference runs on an image of ``shape`` (before rescaling)."""
+    parts = upstream()
+    if pixel_size is not None:  # the rescaled shape, by upstream's own rule, on no data
+        shape = parts.rescale_to_pixel_size(torch.empty((1, 1, *shape), device="meta"), pixel_size,
+                                            float(model.pixel_size)).shape[-2:]
+    height, width = shape
+    defaults = inspect.signature(parts.sliding_window_inference).parameters  # what eval_medium_image leaves
+    overlap = 2 * (defaults["overlap"].default + defaults["max_cell_size"].default)
+    if overlap >= min(height, width):  # as upstream's sliding window: no overlap on images this small
+        overlap = 0
+    rows, cols = parts.chops((1, height, width), shape=(min(tile_size, height), min(tile_size, width)),
+                             overlap=overlap)
+    return len(rows) * len(cols)
+
+
+def _tiled_labels(model: torch.jit.ScriptModule, tensor: torch.Tensor, tile_size: int, tiles: _Tiles, *,
+                  pixel_size: float | None = None, normalise: bool = True, **postprocessing: float) -> torch.Tensor:
+    """Upstream's ``eval_medium_image`` on ``tensor`` (1, C, H, W; normalized by upstream unless ``normalise`` is
+    False), (1, 1, H, W) labels on the CPU, counting tiles in ``tiles``."""
+    device = _device(model)
+    with quiet_upstream(), warnings.catch_warnings():
+        # None is this package's "the image's own scale", not a pixel size forgotten
+        warnings.filterwarnings("ignore", category=UserWarning, message="Pixel size not provided")
+        instanseg = upstream().InstanSeg(_TileCounter(model, tiles), device=str(device), verbosity=0)
+        return instanseg.eval_medium_image(tensor[0], pixel_size, tile_size=tile_size, return_image_tensor=False,
+                                           normalise=normalise, **postprocessing)
 
 
 @dataclass(frozen=True, eq=False)
@@ -344,30 +510,91 @@ def _instance_crops(model: torch.jit.ScriptModule, raw: torch.Tensor, seed_thres
     return InstanceCrops(logits, crops.seeds, crops.top_left, (height, width))
 
 
+def _cores(height: int, width: int, tile_size: int) -> list[tuple[slice, slice]]:
+    """The cores of tiled :func:`model_outputs`: squares of side ``tile_size - 2 * TILE_HALO`` rounded down to
+    :data:`TILE_ALIGN`, from the top left corner, cut by the image's bottom and right edges."""
+    core = (tile_size - 2 * TILE_HALO) // TILE_ALIGN * TILE_ALIGN
+    return [(slice(top, min(top + core, height)), slice(left, min(left + core, width)))
+            for top in range(0, height, core) for left in range(0, width, core)]
+
+
+def _tiled_network(model: torch.jit.ScriptModule, x: torch.Tensor, tile_size: int, tiles: _Tiles) -> torch.Tensor:
+    """``model.fcn`` on ``x`` (1, C, H, W, normalized), core by core with a :data:`TILE_HALO` halo, (5, H, W) on the
+    model's device. Each window is padded as upstream pads the whole image (reflected at the bottom and right to
+    multiples of 16, which only the windows at those edges need: the others are multiples of TILE_ALIGN)."""
+    parts = upstream()
+    device = _device(model)
+    height, width = x.shape[-2:]
+    raw = None
+    for rows, cols in _cores(height, width, tile_size):
+        tiles.before()
+        top, left = max(rows.start - TILE_HALO, 0), max(cols.start - TILE_HALO, 0)
+        window = x[..., top:min(rows.stop + TILE_HALO, height), left:min(cols.stop + TILE_HALO, width)].to(device)
+        padded, pad = parts.instanseg_padding(window, extra_pad=0)
+        out = parts.recover_padding(model.fcn(padded), pad)[0].float()
+        if raw is None:
+            raw = torch.empty((out.shape[0], height, width), device=device)
+        raw[:, rows, cols] = out[:, rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+        del window, padded, out
+        tiles.after()
+    return raw
+
+
 def model_outputs(model: torch.jit.ScriptModule, image: np.ndarray, *, channel_axis: int | None = None,
-                  seed_threshold: float | None = None) -> ModelOutputs:
+                  seed_threshold: float | None = None, tile_size: int | None = None,
+                  progress: ProgressCallback | None = None, cancel: CancelCallback | None = None) -> ModelOutputs:
     """Seed logits, per-seed and assembled instance-mask logits, and labels of ``model`` on ``image``.
 
     ``image`` is as for :func:`prepare_image`, at least :data:`MIN_INFERENCE_SIZE`
     a side; the model must have :data:`SUPPORTED_LAYOUT`. ``seed_threshold`` is
     passed to the model (upstream's keyword, on ``seed / 15 + 0.5``; None: the
     model's own, 0.5 in the exports of ``instanseg-scnp``).
+
+    ``tile_size`` (pixels, at least :data:`MIN_TILE_SIZE`) runs the network on
+    windows of at most that side (cores with a :data:`TILE_HALO` halo), and the
+    labels through the tiled :func:`segment` (upstream's tiling, on windows of
+    that size); None runs the whole image at once, as one tile.
+    ``progress(done, total)`` is called after each tile, the network's then the
+    labels' (one total); ``cancel()`` is asked before each, and True raises
+    :class:`Cancelled`.
     """
+    size = None if tile_size is None else _check_tile_size(tile_size)
     layout = {name: getattr(model, name, None) for name in SUPPORTED_LAYOUT}
     if layout != SUPPORTED_LAYOUT:
         raise ModelError(f"the model has output layout {layout}; model_outputs reads nucleus models with one "
                          f"seed channel, {SUPPORTED_LAYOUT}, as `instanseg-scnp train` exports")
-    x = prepare_image(image, channel_axis=channel_axis).to(_device(model))
+    x = prepare_image(image, channel_axis=channel_axis)
     if min(x.shape[-2:]) < MIN_INFERENCE_SIZE:
         raise ValueError(f"image is too small for upstream's model: {tuple(x.shape[-2:])}, need at least "
                          f"{MIN_INFERENCE_SIZE} x {MIN_INFERENCE_SIZE} pixels")
     threshold = _seed_threshold(model, seed_threshold)
+    if size is not None:
+        height, width = x.shape[-2:]
+        tiles = _Tiles(len(_cores(height, width, size)) + _label_tiles(model, (height, width), size, None),
+                       progress, cancel)
+        with torch.no_grad(), quiet_upstream():
+            raw = _tiled_network(model, x, size, tiles)
+        # x is what eval_medium_image would make of the image (the same percentile_normalize; the model clamps)
+        labels = _tiled_labels(model, x, size, tiles, normalise=False, seed_threshold=threshold)[0, 0]
+        del x
+        with torch.no_grad(), quiet_upstream():
+            crops = _instance_crops(model, raw, threshold)
+        return _outputs(model, raw, labels, crops, threshold)
+    tiles = _Tiles(1, progress, cancel)
+    tiles.before()
+    x = x.to(_device(model))
     parts = upstream()
     with torch.no_grad(), quiet_upstream():
         labels = model(x.clone(), seed_threshold=threshold)[0, 0]
         padded, pad = parts.instanseg_padding(x, extra_pad=0)
         raw = parts.recover_padding(model.fcn(padded), pad)[0].float()
         crops = _instance_crops(model, raw, threshold)
+    tiles.after()
+    return _outputs(model, raw, labels, crops, threshold)
+
+
+def _outputs(model: torch.jit.ScriptModule, raw: torch.Tensor, labels: torch.Tensor, crops: InstanceCrops,
+             threshold: float) -> ModelOutputs:
     mask_logits, pick = crops.assemble()
     return ModelOutputs(
         seed_logits=raw[-1].cpu().numpy(),
