@@ -22,4 +22,5 @@ def test_manifest_contributes_the_widget_reader_and_samples():
     manifest = npe2.PluginManifest.from_distribution("napari-instanseg-scnp")
     assert [w.display_name for w in manifest.contributions.widgets] == ["SCNP inspector"]
     assert manifest.contributions.readers[0].filename_patterns == ["*.tif", "*.tiff"]
-    assert {s.key for s in manifest.contributions.sample_data} == {"immunohistochemistry", "synthetic"}
+    samples = {s.key for s in manifest.contributions.sample_data}
+    assert samples == {"immunohistochemistry", "synthetic", "synthetic_with_model"}

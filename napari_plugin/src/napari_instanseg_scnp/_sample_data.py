@@ -1,14 +1,22 @@
 """Sample data: a real immunohistochemistry image and synthetic cells with their ground truth.
 
-Both come with a *threshold logit map*, a stand-in pixel classifier made from the
-image itself, so that the SCNP inspector can be tried without a trained model:
-``(x - t) / s`` with ``x`` the nuclear channel, ``t`` its Otsu threshold and ``s``
-a tenth of its 1-99 % percentile range (logit 0 at the threshold, about ±5 over
+The synthetic cells come twice: with a *threshold logit map*, and with a small trained
+model (package data, made by ``napari_plugin/scripts/train_demo_model.py``) that
+:func:`synthetic_cells_with_model` names in the image layer's metadata
+(:data:`MODEL_METADATA_KEY`).
+
+The threshold logit map, which the IHC image also has, is a stand-in pixel classifier
+made from the image itself, so that the SCNP inspector can be tried without a trained
+model: ``(x - t) / s`` with ``x`` the nuclear channel, ``t`` its Otsu threshold and
+``s`` a tenth of its 1-99 % percentile range (logit 0 at the threshold, about ±5 over
 the range). Weak nuclei and thin necks between touching nuclei sit near 0, which is
 where SCNP bites.
 """
 
 from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 from skimage import data as skimage_data
@@ -18,12 +26,24 @@ from skimage.measure import label
 from skimage.segmentation import watershed
 from scipy import ndimage
 
-__all__ = ["immunohistochemistry", "synthetic_cells", "threshold_logits"]
+__all__ = [
+    "MODEL_METADATA_KEY",
+    "demo_model_path",
+    "immunohistochemistry",
+    "synthetic_cells",
+    "synthetic_cells_with_model",
+    "threshold_logits",
+]
 
 SYNTHETIC_SHAPE = (512, 512)
 SYNTHETIC_SEED = 7
 MIN_NUCLEUS_AREA = 30
 """Pixels; smaller foreground specks of the IHC threshold are dropped from its reference segmentation."""
+
+DEMO_MODEL = "demo_model.pt"
+"""The demo model's file name in the package's ``data/`` folder (``demo_model.json`` beside it says what it is)."""
+MODEL_METADATA_KEY = "instanseg_scnp_model"
+"""Key of an image layer's ``metadata`` that names the model (absolute path of an exported ``.pt``) to run on it."""
 
 LayerData = tuple[np.ndarray, dict, str]
 
@@ -85,3 +105,36 @@ def synthetic_cells() -> list[LayerData]:
         _logit_layer(threshold_logits(image), "threshold (logits)"),
         (sample.labels.astype(np.int32), {"name": "ground truth", "opacity": 0.5}, "labels"),
     ]
+
+
+def demo_model_path() -> Path:
+    """Absolute path of the demo model shipped with the plugin (``data/demo_model.pt``).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file is not installed (a checkout without it, or a broken install).
+
+    Examples
+    --------
+    >>> demo_model_path().name
+    'demo_model.pt'
+    """
+    resource = files("napari_instanseg_scnp") / "data" / DEMO_MODEL
+    if not (isinstance(resource, Path) and resource.is_file()):
+        raise FileNotFoundError(f"the demo model {DEMO_MODEL} is missing from napari_instanseg_scnp's package data "
+                                f"({resource}): reinstall napari-instanseg-scnp, or run "
+                                "napari_plugin/scripts/train_demo_model.py")
+    return resource.resolve()
+
+
+def synthetic_cells_with_model() -> list[LayerData]:
+    """The synthetic cells of :func:`synthetic_cells` and their ground truth, with the demo model in the metadata.
+
+    The image layer's ``metadata[MODEL_METADATA_KEY]`` is the absolute path of
+    :func:`demo_model_path`, so the inspector can run the model on that image.
+    No threshold logits: the model is the pixel classifier here.
+    """
+    model = str(demo_model_path())  # before any work: a missing model is the error to show
+    (image, image_meta, image_kind), _, ground_truth = synthetic_cells()
+    return [(image, {**image_meta, "metadata": {MODEL_METADATA_KEY: model}}, image_kind), ground_truth]
