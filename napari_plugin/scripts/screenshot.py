@@ -1,14 +1,16 @@
-"""Render a screenshot of the SCNP inspector on the synthetic sample data, for the README.
+"""Render a screenshot of the SCNP inspector comparing two models on the demo sample, for the README.
 
 Run (needs a display; on a headless machine under Xvfb)::
 
-    xvfb-run -a -s "-screen 0 1920x1200x24" python napari_plugin/scripts/screenshot.py [--model RUN_DIR]
+    xvfb-run -a -s "-screen 0 1920x1200x24" python napari_plugin/scripts/screenshot.py --baseline RUN_DIR
 
 Opens napari with the window shown (a hidden window renders a blank canvas), loads
-the "Synthetic cells" sample, docks the inspector, runs it on the sample's
-threshold logits (or on the image with ``--model``) against the ground truth, sets
-the SCNP window, and saves the whole window, docks included, in grid mode, as a
-256-colour PNG.
+the "Synthetic cells + demo model" sample, docks the inspector, runs the demo model
+against the ground truth, shows the SCNP window, selects the cell with the highest
+SCNP penalty (its own mask logits appear at the cell), then compares ``--baseline``
+(e.g. the demo recipe trained with ``--scnp off``) with the demo model against the
+ground truth, shows the baseline's error cells on the image, and saves the whole window,
+docks included, as a 256-colour PNG.
 """
 
 from __future__ import annotations
@@ -29,36 +31,35 @@ def shrink(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="a run directory or exported instanseg.pt (default: no model)")
-    parser.add_argument("--window", type=int, default=5, help="the SCNP window to show (odd)")
-    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--baseline", required=True,
+                        help="the model to compare the demo model with: a run directory or exported instanseg.pt")
+    parser.add_argument("--window", type=int, default=3, help="the SCNP window to show (odd)")
+    parser.add_argument("--output", type=Path, default=OUTPUT, help="the PNG to write")
     args = parser.parse_args(argv)
 
     import napari
     from qtpy.QtCore import QCoreApplication
 
-    viewer = napari.Viewer(show=True, title="SCNP inspector")
-    viewer.window.resize(1800, 1100)
-    viewer.open_sample("napari-instanseg-scnp", "synthetic")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-instanseg-scnp", "SCNP inspector")
-    widget._image.value = viewer.layers["synthetic cells" if args.model else "threshold (logits)"]
-    widget._ground_truth.value = viewer.layers["ground truth"]
-    if args.model:
-        widget._model.value = args.model
-    widget.run()
-    widget.wait(600)
-    widget._window.value = args.window
-    while widget.shown != (widget._penalize.value, args.window):
-        QCoreApplication.processEvents()
+    from napari_instanseg_scnp._sample_data import demo_model_path
 
-    for layer in viewer.layers:
-        layer.visible = True
-    widget._shape.value = "roundness"
-    grid = viewer.canvas.grid if hasattr(getattr(viewer, "canvas", None), "grid") else viewer.grid  # napari < 0.9
-    grid.enabled = True
-    grid.shape = (2, -1)
-    viewer.layers.selection.active = widget._layers["prediction"]
+    viewer = napari.Viewer(show=True, title="SCNP inspector")
+    viewer.window.resize(1900, 1150)
+    viewer.open_sample("napari-instanseg-scnp", "synthetic_with_model")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-instanseg-scnp", "SCNP inspector")
+    widget.native.setMaximumWidth(620)  # the canvas gets the rest; the tables scroll
+    image, ground_truth = viewer.layers[0], viewer.layers[1]
+    widget._window.value = args.window
+    widget.run(image=image, ground_truth=ground_truth)  # the sample's image names the demo model
+    widget.wait(600)
+    widget._color_by.value = "scnp_penalty"
+    widget.select_cell(int(widget._cells.row_headers[0]))
+    widget.compare_models(image, [args.baseline, demo_model_path()], ground_truth=ground_truth)
+    widget.wait(600)
+    for layer in (ground_truth, widget.layers["prediction"], widget.layers["difference"]):
+        layer.visible = False  # the canvas shows the baseline's error cells on the image
+    viewer.layers.selection.active = widget.layers["prediction"]
     viewer.reset_view()
     for _ in range(20):
         QCoreApplication.processEvents()

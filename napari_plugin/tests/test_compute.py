@@ -10,15 +10,19 @@ from instanseg_scnp import scnp
 from instanseg_scnp.data import synthetic_image
 from instanseg_scnp.metrics import cell_shapes, classify_errors, topology_errors
 from instanseg_scnp.upstream import InstanceCrops
+from matplotlib import colormaps
 
 from napari_instanseg_scnp._compute import (
     ERROR_CLASSES,
     WindowCache,
+    cell_crop,
+    column_limits,
     crop_penalty,
     error_map,
-    histogram,
+    histograms,
     labels_from_logits,
     map_penalty,
+    own_crop,
     penalty_column,
     shape_colors,
     shape_features,
@@ -167,8 +171,6 @@ def test_shape_features_are_cell_shapes_indexed_by_label():
 
 
 def test_shape_colors_map_the_column_through_the_colormap():
-    from matplotlib import colormaps
-
     features = pd.DataFrame({"index": [3, 8], "roundness": [0.0, 1.0]})
     colors = shape_colors(features, "roundness")
     np.testing.assert_allclose(colors[3], colormaps["viridis"](0.0))
@@ -178,10 +180,14 @@ def test_shape_colors_map_the_column_through_the_colormap():
         shape_colors(features, "solidityy")
 
 
-def test_histogram_gives_fractions_per_bin():
-    edges, pred, gt = histogram(np.array([0.05, 0.95, 0.97, np.nan]), np.array([]), bins=10)
+def test_histograms_give_fractions_per_bin():
+    edges, fractions = histograms({"prediction": np.array([0.05, 0.95, 0.97, np.nan]), "ground truth": np.array([])},
+                                  bins=10)
+    pred, gt = fractions["prediction"], fractions["ground truth"]
     assert len(edges) == 11 and pred.sum() == pytest.approx(1) and pred[-1] == pytest.approx(2 / 3)
     assert not gt.any()
+    edges, fractions = histograms({"penalty": np.array([0.5, 3.5, 4.0])}, bins=4, limits=(0.0, 4.0))
+    assert edges.tolist() == [0, 1, 2, 3, 4] and fractions["penalty"].tolist() == [1 / 3, 0, 0, 2 / 3]
 
 
 def test_window_cache_drops_the_least_recently_used():
@@ -212,3 +218,61 @@ def test_penalty_column_follows_the_features_rows(sample):
                 for cell in features["index"][:-1]]
     np.testing.assert_allclose(column[:-1], expected, rtol=1e-6)
     assert np.isnan(column[-1]) and column[:-1].max() > 0
+
+
+def two_seed_crops():
+    """Two 4 x 4 crops on a 6 x 8 image: seeds (2, 2) and (2, 5); crop 0 wins columns 0-3, crop 1 columns 4-7."""
+    logits = torch.full((2, 1, 4, 4), -5.0)
+    logits[0, 0, 1:3, 1:4] = 2.0  # crop 0 covers columns 0-3, foreground at columns 1-3
+    logits[1, 0, 1:3, 0:3] = 3.0  # crop 1 covers columns 4-7, foreground at columns 4-6
+    crops = InstanceCrops(logits, torch.tensor([[2, 2], [2, 5]]), torch.tensor([[0, 0], [0, 4]]), (6, 8))
+    _, pick = crops.assemble()
+    return crops, pick
+
+
+def test_own_crop_is_the_seeded_crop_owning_most_of_the_cell():
+    crops, pick = two_seed_crops()
+    prediction = np.zeros((6, 8), np.int32)
+    prediction[1:3, 1:7] = 7  # one cell (a merge): both seeds inside; crop 0 owns 3 columns of it, crop 1 owns 3
+    prediction[1:3, 1] = 0  # now crop 1 owns more of it
+    assert own_crop(crops, pick, prediction, 7) == 1
+    prediction[1:3, 1] = 7
+    prediction[1:3, 6] = 0  # and now crop 0
+    assert own_crop(crops, pick, prediction, 7) == 0
+    assert own_crop(crops, pick, prediction, 9) is None  # no such cell
+    unseeded = np.zeros((6, 8), np.int32)
+    unseeded[3, 5:7] = 3  # no seed inside: the crop owning its pixels
+    assert own_crop(crops, pick, unseeded, 3) == 1
+
+
+def test_cell_crop_penalizes_against_the_ground_truth_cell_under_its_seed():
+    crops, pick = two_seed_crops()
+    prediction = np.zeros((6, 8), np.int32)
+    prediction[1:3, 4:7] = 2
+    gt = np.zeros((6, 8), np.int32)
+    gt[1:3, 4:6] = 5
+    gt[0, 4:8] = -1  # unannotated: background for the crop, as upstream's mask loss sees it
+    crop = cell_crop(crops, pick, prediction, 2, 3, gt)
+    assert (crop.label, crop.seed, crop.top_left) == (2, (2, 5), (0, 4))
+    target = np.zeros((4, 4), bool)
+    target[1:3, 0:2] = True
+    z = crops.logits[1, 0].numpy()
+    expected = np.empty_like(z)  # brute force: the worst logit of the pixel's class in its clipped 3 x 3
+    for r in range(4):
+        for c in range(4):
+            window = (slice(max(r - 1, 0), r + 2), slice(max(c - 1, 0), c + 2))
+            same = target[window] == target[r, c]
+            expected[r, c] = z[window][same].min() if target[r, c] else z[window][same].max()
+    np.testing.assert_array_equal(crop.logits, z)
+    np.testing.assert_array_equal(crop.penalized, expected)
+    np.testing.assert_array_equal(crop.difference, z - expected)
+    assert cell_crop(crops, pick, prediction, 2, 3).penalized is None
+
+
+def test_column_limits_and_colours_of_the_penalty():
+    features = pd.DataFrame({"index": [1, 2, 3], "scnp_penalty": [0.5, 2.0, np.nan]})
+    assert column_limits("scnp_penalty", features, None) == (0.0, 2.0)
+    assert column_limits("roundness", features) == (0.0, 1.0)
+    colors = shape_colors(features, "scnp_penalty", "magma", (0.0, 2.0))
+    np.testing.assert_allclose(colors[1], colormaps["magma"](0.25))
+    np.testing.assert_allclose(colors[3], colors[None])  # no value: grey

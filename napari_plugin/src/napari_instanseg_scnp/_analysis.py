@@ -6,14 +6,14 @@ it between stages when newer inputs make it stale; :func:`analyse` runs it throu
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from instanseg_scnp.metrics import check_labels
-from instanseg_scnp.upstream import ModelError, load_model, model_outputs
+from instanseg_scnp.upstream import ModelError, ModelOutputs, load_model, model_outputs, normalizes_per_tile
 
 from napari_instanseg_scnp._compute import (
     Penalty,
@@ -40,7 +40,9 @@ class Inputs:
 
     ``image`` is the input of ``model`` (a run directory or ``.pt``), or, with no
     model, itself the logits (H, W). ``ground_truth`` (H, W) int labels, optional;
-    negative values are unannotated.
+    negative values are unannotated. ``tile_size`` runs the model tile by tile
+    (upstream's tiling, for images too large to run at once; None: whole image) on
+    ``device``.
     """
 
     image: np.ndarray
@@ -48,6 +50,8 @@ class Inputs:
     model: str | Path | None = None
     ground_truth: np.ndarray | None = None
     seed_threshold: float | None = None
+    tile_size: int | None = None
+    device: str = "cpu"
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +62,9 @@ class Analysis:
     a model, "logits" without. ``penalties`` holds a :class:`Penalty` per
     penalizable map (empty without ground truth). ``prediction`` are the predicted
     labels: the model's, or connected components of ``logits > 0`` without one.
+    ``outputs`` is what the model computed (its per-seed crops), None without one;
+    ``notes`` what the user should know about the run (a tiled model that normalizes
+    each tile by itself).
     """
 
     logits: dict[str, np.ndarray]
@@ -67,6 +74,9 @@ class Analysis:
     ground_truth_features: pd.DataFrame | None
     thresholds: dict[str, float] = field(default_factory=dict)
     with_model: bool = False
+    outputs: ModelOutputs | None = None
+    ground_truth: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
 
 
 def _logit_map(image: np.ndarray, rgb: bool) -> np.ndarray:
@@ -79,19 +89,32 @@ def _logit_map(image: np.ndarray, rgb: bool) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def analyse_steps(inputs: Inputs) -> Generator[str, None, Analysis]:
-    """Run the model (or take the logits), the penalties' set-up and the shape tables; yields stage names."""
+def analyse_steps(inputs: Inputs, *, progress: Callable[[int, int], None] | None = None,
+                  cancel: Callable[[], bool] | None = None) -> Generator[str, None, Analysis]:
+    """Run the model (or take the logits), the penalties' set-up and the shape tables; yields stage names.
+
+    With ``inputs.tile_size``, ``progress(done, total)`` hears of every tile and
+    ``cancel()`` returning True stops the model between tiles
+    (:class:`instanseg_scnp.upstream.Cancelled`).
+    """
     gt = None if inputs.ground_truth is None else _ground_truth(inputs.ground_truth)
     penalties: dict[str, Penalty] = {}
+    output, notes = None, []
     if inputs.model is not None and str(inputs.model).strip() not in ("", "."):
         try:
-            model = load_model(inputs.model)
+            model = load_model(inputs.model, device=inputs.device)
         except ModelError as error:
             raise InputError(str(error)) from error
         yield "model loaded"
+        tiling = {} if inputs.tile_size is None else {"tile_size": inputs.tile_size, "progress": progress,
+                                                        "cancel": cancel}
+        if tiling and normalizes_per_tile(model):
+            notes.append(f"this model normalizes each tile by its own statistics (instance norm), so its outputs in "
+                         f"tiles of {inputs.tile_size} px differ a little from the whole image's; choose tiles "
+                         f"'whole image' where memory allows")
         try:
             output = model_outputs(model, inputs.image, channel_axis=-1 if inputs.rgb else None,
-                                   seed_threshold=inputs.seed_threshold)
+                                   seed_threshold=inputs.seed_threshold, **tiling)
         except (TypeError, ValueError) as error:  # a model or image the model cannot take: the message says why
             raise InputError(str(error)) from error
         yield "model run"
@@ -114,7 +137,7 @@ def analyse_steps(inputs: Inputs) -> Generator[str, None, Analysis]:
     gt_features = None if gt is None else shape_features(np.where(gt > 0, gt, 0))
     yield "shapes measured"
     return Analysis(logits, penalties, prediction, prediction_features, gt_features, thresholds,
-                    with_model=len(logits) > 1)
+                    with_model=output is not None, outputs=output, ground_truth=gt, notes=tuple(notes))
 
 
 def _ground_truth(labels: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:

@@ -7,13 +7,13 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QSizePolicy
 
-from napari_instanseg_scnp._compute import SHAPE_RANGE, histogram
+from napari_instanseg_scnp._compute import SHAPE_RANGE, histograms
 
 __all__ = ["ShapeHistogram"]
 
 
 class ShapeHistogram(FigureCanvasQTAgg):
-    """Fraction of cells per bin of ``column``, prediction (bars coloured by value) and ground truth (outline)."""
+    """Fraction of cells per bin of ``column``: prediction (bars coloured by value), ground truth and models (outlines)."""
 
     def __init__(self, *, text_color: str = "#222222", cmap: str = "viridis") -> None:
         self.figure = Figure(figsize=(3.2, 2.2), layout="constrained")
@@ -43,24 +43,32 @@ class ShapeHistogram(FigureCanvasQTAgg):
             spine.set_color(self.text_color)
         self.axes.tick_params(colors=self.text_color, labelsize=7)
 
-    def plot(self, column: str, prediction: np.ndarray, ground_truth: np.ndarray | None) -> None:
-        """Histograms of ``column`` values; ``ground_truth`` None draws the prediction alone."""
+    def plot(self, column: str, series: dict[str, np.ndarray], *, limits: tuple[float, float] = SHAPE_RANGE,
+             cmap: str | None = None) -> None:
+        """Histograms of ``column`` per named series, on one set of bins over ``limits``.
+
+        The first series is drawn as bars coloured by value (as its cells are on the
+        canvas); the others as outlines: "ground truth" in the text colour, models in
+        the colours of matplotlib's cycle.
+        """
         from matplotlib import colormaps
 
-        edges, pred, gt = histogram(prediction, np.array([]) if ground_truth is None else ground_truth)
-        self.counts = {"prediction": pred, "ground truth": gt}
+        cmap = cmap or self.cmap
+        edges, fractions = histograms(series, limits=limits)
+        self.counts = fractions
         self.axes.clear()
         self._style()
         centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-        colors = colormaps[self.cmap]((centres - SHAPE_RANGE[0]) / (SHAPE_RANGE[1] - SHAPE_RANGE[0]))
-        self.axes.bar(centres, pred, width=width, color=colors, alpha=0.85,
-                      label=f"prediction ({len(prediction)}, mean {np.nanmean(prediction):.2f})"
-                      if len(prediction) else "prediction (no cells)")
-        if ground_truth is not None:
-            self.axes.stairs(gt, edges, color=self.text_color, linewidth=1.5,
-                             label=f"ground truth ({len(ground_truth)}, mean {np.nanmean(ground_truth):.2f})"
-                             if len(ground_truth) else "ground truth (no cells)")
-        self.axes.set_xlim(*SHAPE_RANGE)
+        cycle = iter(f"C{i}" for i in range(10))
+        for index, (name, values) in enumerate(series.items()):
+            label = f"{name} ({len(values)}, mean {np.nanmean(values):.2f})" if len(values) else f"{name} (no cells)"
+            if index == 0:
+                colors = colormaps[cmap]((centres - limits[0]) / ((limits[1] - limits[0]) or 1.0))
+                self.axes.bar(centres, fractions[name], width=width, color=colors, alpha=0.85, label=label)
+            else:
+                color = self.text_color if name == "ground truth" else next(cycle)
+                self.axes.stairs(fractions[name], edges, color=color, linewidth=1.5, label=label)
+        self.axes.set_xlim(*limits)
         self.axes.set_xlabel(f"{column} per cell", color=self.text_color, fontsize=8)
         self.axes.set_ylabel("fraction of cells", color=self.text_color, fontsize=8)
         legend = self.axes.legend(fontsize=7, frameon=False, loc="upper left")

@@ -1,42 +1,73 @@
-"""The "SCNP inspector" dock widget: a thin magicgui/Qt layer over :mod:`._analysis` and :mod:`._compute`.
+"""The "SCNP inspector" dock widget: a thin composition of small parts.
 
-Everything slow runs in napari thread workers: "Run" (model, shapes) and each new
-SCNP window. Window changes are coalesced: while one window is computed, only the
-latest requested one waits, the ones in between are never started, and a result
-that arrives for a window or a run that is no longer current goes to the cache (or
-is dropped), never to the screen. Computed windows stay in a cache, and the
-remaining windows of the slider are computed in the background, so moving the
-slider back and forth only swaps layer data.
+- inputs and the "Run" of one model (:mod:`._analysis`, in a :class:`._tasks.BackgroundTask`
+  with a progress bar and a Cancel, tiled on large images);
+- the SCNP window: which window to compute next is decided by the Qt-free
+  :class:`._scheduler.WindowScheduler`; each window is computed in two stages in a
+  thread worker, the layers first (what the slider waits for), the per-cell
+  penalty after;
+- layers by role (:class:`._layers.LayerManager`), short names, hidden until asked for,
+  and how each result becomes layers and tables (:mod:`._views`);
+- a selected cell's own instance-mask logits (:func:`._compute.cell_crop`);
+- model comparison (:mod:`._models`, Qt-free).
+
+Scripts and tests drive it through :meth:`SCNPInspector.run`,
+:meth:`~SCNPInspector.compare_models`, :meth:`~SCNPInspector.select_cell` and
+:meth:`~SCNPInspector.wait`.
 """
 
 from __future__ import annotations
 
 import logging
-from functools import partial
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, Slider, Table, create_widget
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    ListEdit,
+    PushButton,
+    Slider,
+    Table,
+    create_widget,
+)
+from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
-from instanseg_scnp.upstream import ModelError, resolve_model_path
+from instanseg_scnp.upstream import Cancelled, ModelError, resolve_model_path
 from psygnal import Signal
 
 from napari_instanseg_scnp import _torch_guard  # noqa: F401 (first of the torch stack: see its docstring)
 from napari_instanseg_scnp._analysis import PENALTY_TARGETS, Analysis, InputError, Inputs, analyse_steps
 from napari_instanseg_scnp._compute import (
-    ERROR_CLASSES,
-    ERROR_COLORS,
     PENALTY_COLUMN,
-    Penalty,
-    WindowCache,
-    error_map,
-    penalty_column,
+    cell_crop,
+    column_limits,
     shape_colors,
     symmetric_limits,
 )
 from napari_instanseg_scnp._histogram import ShapeHistogram
+from napari_instanseg_scnp._layers import LayerManager
+from napari_instanseg_scnp._models import GROUND_TRUTH, HISTOGRAM_COLUMNS, ModelComparison, compare_models_steps
+from napari_instanseg_scnp._sample_data import MODEL_METADATA_KEY
+from napari_instanseg_scnp._scheduler import WindowScheduler, run_job
+from napari_instanseg_scnp._tasks import BackgroundTask
+from napari_instanseg_scnp._views import (
+    CELL_ROLES,
+    DIFFERENCE_COLORMAP,
+    LOGIT_COLORMAP,
+    comparison_headline,
+    penalty_name,
+    show_cell_crop,
+    show_comparison,
+    table_value,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -47,30 +78,38 @@ __all__ = ["MAX_WINDOW", "SCNPInspector"]
 
 MAX_WINDOW = 15
 """Largest window on the slider (the operator takes up to 255)."""
+WINDOWS = tuple(range(1, MAX_WINDOW + 1, 2))
+AUTO_TILE_SIDE = 1024
+"""With tiles "auto", images with a side above this run tile by tile, in tiles of :data:`AUTO_TILE_SIZE`."""
+AUTO_TILE_SIZE = 1024
+TILE_CHOICES = ("auto", "whole image", "512", "1024", "2048")
 
-LOGIT_COLORMAP = "RdBu_r"
-DIFFERENCE_COLORMAP = "PRGn"
-SHAPE_COLORMAP = "viridis"
-SHAPE_COLUMNS = ("roundness", "circularity")
+PENALTY_COLORMAP = "magma"
+COLOR_COLUMNS = ("roundness", "circularity", PENALTY_COLUMN)
+CELL_TABLE_ROWS = 100
+CELL_TABLE_COLUMNS = (PENALTY_COLUMN, "roundness", "circularity", "area")
+"""The cell table's columns; its rows are headed by the cells' labels."""
 PREFIX = "SCNP inspector: "
 
 
 class SCNPInspector(Container):
-    """Seed and mask logits, SCNP-penalized logits, z - z~, predicted labels and cell shapes of one image.
+    """Seed and mask logits, SCNP-penalized logits, z - z~, predicted labels, cell shapes and penalties of one image.
 
-    Layers it makes (named with what they hold, "(logits)" for logit maps):
-    ``seed map (logits)`` and ``instance masks, max over seeds (logits)`` with a
-    model; ``SCNP z~ of <map>, w=<window> (logits)`` and ``z - z~ of <map>, ...``
-    with a ground truth; ``predicted labels`` (or ``cells of logits > 0`` without a
-    model) with their ``cell_shapes`` as features, coloured by roundness or
-    circularity, as is the ground truth. A comparison of two Labels layers adds
-    ``errors of <layer>`` with one value per error class.
+    Layers it makes (short names): ``seed logits`` and ``mask logits`` (hidden) with
+    a model; ``z~ w3`` (hidden) and ``z−z~ w3``, the penalty heat map, with a ground
+    truth; ``prediction`` with its features table (shapes and ``scnp_penalty``),
+    coloured by the chosen column, as is the ground truth; ``cell 12: z−z~`` and its
+    raw and penalized crops for a selected cell; per compared model its labels and
+    its error cells.
     """
 
     penalty_shown = Signal(str, int)
     """Emitted with (map, window) when SCNP layers for that window are on screen."""
     analysis_done = Signal()
-    comparison_done = Signal()
+    features_done = Signal(str, int)
+    """Emitted with (map, window) when the cells' ``scnp_penalty`` of that window is in their features."""
+    cell_shown = Signal(int)
+    models_compared = Signal()
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
@@ -85,54 +124,111 @@ class SCNPInspector(Container):
         self._ground_truth = create_widget(label="ground truth", annotation="napari.layers.Labels",
                                            options={"nullable": True,
                                                     "tooltip": "SCNP's target; its cells are measured too"})
+        self._tiles = ComboBox(label="tiles", choices=TILE_CHOICES, value="auto",
+                               tooltip=f"run the model tile by tile (upstream's tiling, with its overlap); auto: "
+                                       f"tiles of {AUTO_TILE_SIZE} for images above {AUTO_TILE_SIDE} px a side")
         self._run = PushButton(text="Run")
+        self._cancel = PushButton(text="Cancel", visible=False)
         self._penalize = ComboBox(label="penalize", choices=self._penalty_choices,
                                   tooltip="the seed logits, or each seed's instance-mask crop against its cell")
         self._window = Slider(label="SCNP window", min=1, max=MAX_WINDOW, step=2, value=3, tracking=True,
                               tooltip="odd window w: every pixel takes the worst logit of its class in w x w")
-        self._shape = ComboBox(label="colour cells by", choices=list(SHAPE_COLUMNS))
-        self._histogram = ShapeHistogram(text_color=_text_color(viewer), cmap=SHAPE_COLORMAP)
-        self._labels_a = create_widget(label="labels A", annotation="napari.layers.Labels", options={"nullable": True})
-        self._labels_b = create_widget(label="labels B", annotation="napari.layers.Labels", options={"nullable": True})
-        self._compare = PushButton(text="Compare A and B")
-        self._counts = Table(value={"data": [], "columns": []}, visible=False)
-        self._counts.min_height = 170
+        self._color_by = ComboBox(label="colour cells by", choices=list(COLOR_COLUMNS), value="roundness")
+        self._histogram = ShapeHistogram(text_color=_text_color(viewer))
+        self._cells = Table(value={"data": [], "index": [], "columns": list(CELL_TABLE_COLUMNS)})
+        self._cells.read_only = True
+        self._cells.min_height = 150
+        self._models = ListEdit(value=[], annotation=list[Path], label="models",
+                                options={"mode": "r", "filter": "*.pt"},
+                                tooltip="run directories, exported instanseg.pt files or bioimage.io package folders")
+        self._compare = PushButton(text="Compare models")
+        self._summary = Table(value={"data": [], "index": [], "columns": []}, visible=False)
+        self._summary.read_only = True
+        self._summary.min_height = 170
         self._status = Label(value="choose an image (and a model), then Run")
         self.extend([
             Label(value="<b>Inputs</b>"), self._image, self._model, self._seed_threshold, self._ground_truth,
-            self._run,
-            Label(value="<b>SCNP</b>"), self._penalize, self._window,
-            Label(value="<b>Cell shape</b>"), self._shape,
+            self._tiles, self._run, self._cancel,
+            Label(value="<b>SCNP</b>"), self._penalize, self._window, self._color_by,
         ])
         self.native.layout().addWidget(self._histogram)
-        self.extend([Label(value="<b>Compare two label layers</b>"), self._labels_a, self._labels_b, self._compare,
-                     self._counts, self._status])
+        self.extend([Label(value="<b>Cells by SCNP penalty</b> (click one)"), self._cells,
+                     Label(value="<b>Compare models</b> (on the image, against the ground truth)"), self._models,
+                     self._compare, self._summary, self._status])
 
+        self._layer_manager = LayerManager(viewer)
+        self._scheduler = WindowScheduler(WINDOWS)
         self._analysis: Analysis | None = None
-        self._generation = 0
-        self._cache = WindowCache()
-        self._wanted: tuple[str, int] | None = None
+        self.comparison: ModelComparison | None = None
+        """The last :meth:`compare_models` result (labels, error maps, summary table)."""
         self._limits: dict[str, tuple[float, float]] = {}
-        self._layers: dict[str, napari.layers.Layer] = {}
-        self._pending: dict[str, np.ndarray] = {}
-        self._ground_truth_layer = None
-        self._run_worker = None
-        self._penalty_worker = None
-        self._compare_worker = None
-        self._features_table_open = False
-        self.prefetch = True
-        """Compute the slider's other windows in the background once the wanted one is shown."""
+        self._placement: dict = {}
+        self._run_task = BackgroundTask("segmenting tiles")
+        self._compare_task = BackgroundTask("comparing models: tiles")
+        self._window_worker = None
+        self._ground_truth_layer: napari.layers.Labels | None = None
+        self._selected: int | None = None
         self.shown: tuple[str, int] | None = None
-        self.counts: dict[str, dict[str, int]] = {}
+        """The (map, window) whose SCNP layers are on screen."""
 
-        self._run.changed.connect(self.run)
+        self._run.changed.connect(lambda: self.run())
+        self._cancel.changed.connect(self.cancel)
         self._window.changed.connect(self._on_window)
         self._penalize.changed.connect(self._request)
-        self._shape.changed.connect(self._recolour)
-        self._compare.changed.connect(self.compare)
+        self._color_by.changed.connect(self._recolour)
+        self._compare.changed.connect(lambda: self.compare_models())
+        self._image.changed.connect(self._offer_model)
+        self._cells.native.cellClicked.connect(self._on_cell_row)
 
-    # ------------------------------------------------------------------ inputs and errors
-    def _inputs(self) -> tuple[Inputs, dict] | None:
+    @property
+    def prefetch(self) -> bool:
+        """Compute the slider's other windows in the background once the wanted one is shown."""
+        return self._scheduler.prefetch
+
+    @prefetch.setter
+    def prefetch(self, value: bool) -> None:
+        self._scheduler.prefetch = bool(value)
+
+    @property
+    def layers(self) -> LayerManager:
+        """The output layers by role ("prediction", "difference", "seed logits", ...)."""
+        return self._layer_manager
+
+    # ------------------------------------------------------------------ inputs
+    def _set_inputs(self, image: object, model: object, ground_truth: object) -> None:
+        if image is not None:
+            self._image.value = self._as_layer(image, Image, "image")
+        if model is not None:
+            self._model.value = str(model)
+        if ground_truth is not None:
+            self._ground_truth.value = self._as_layer(ground_truth, Labels, "ground_truth")
+
+    def _as_layer(self, value: object, kind: type, argument: str) -> napari.layers.Layer:
+        """A layer of the viewer from a layer, or a layer's name."""
+        if isinstance(value, str):
+            if value not in self._viewer.layers:
+                raise ValueError(f"{argument}: no layer named {value!r} in the viewer")
+            value = self._viewer.layers[value]
+        if not isinstance(value, kind):
+            raise TypeError(f"{argument} must be a {kind.__name__} layer of the viewer (or its name), got "
+                            f"{type(value).__name__}")
+        return value
+
+    def _offer_model(self, layer: object) -> None:
+        """Fill an empty model field with the model an image layer names in its metadata (the demo sample)."""
+        path = getattr(layer, "metadata", {}).get(MODEL_METADATA_KEY) if layer is not None else None
+        if path and str(self._model.value).strip() in ("", "."):
+            self._model.value = str(path)
+
+    def _tile_size(self, shape: tuple[int, ...]) -> int | None:
+        choice = self._tiles.value
+        if choice == "whole image":
+            return None
+        if choice == "auto":
+            return AUTO_TILE_SIZE if max(shape) > AUTO_TILE_SIDE else None
+        return int(choice)
+
+    def _collect(self) -> tuple[Inputs, dict] | None:
         """The run's inputs, or None after telling the user in the viewer what is missing."""
         layer = self._image.value
         if layer is None:
@@ -142,6 +238,7 @@ class SCNPInspector(Container):
         if layer.multiscale:
             show_error(PREFIX + f"{layer.name!r} is multiscale; choose a single-scale image")
             return None
+        self._offer_model(layer)
         model = str(self._model.value).strip()
         model = None if model in ("", ".") else model
         try:
@@ -155,14 +252,18 @@ class SCNPInspector(Container):
         if gt_layer is None:
             show_warning(PREFIX + "no ground-truth Labels layer: SCNP penalizes against the true cells, so the "
                          "SCNP layers need one; showing logits, prediction and shapes only")
-        inputs = Inputs(image=np.asarray(layer.data), rgb=bool(layer.rgb), model=model,
+        image = np.asarray(layer.data)
+        spatial = image.shape[:2] if layer.rgb else image.shape
+        inputs = Inputs(image=image, rgb=bool(layer.rgb), model=model,
                         ground_truth=None if gt_layer is None else np.asarray(gt_layer.data),
-                        seed_threshold=threshold)
+                        seed_threshold=threshold, tile_size=self._tile_size(spatial), device=_device())
         placement = {"scale": tuple(layer.scale[-2:]), "translate": tuple(layer.translate[-2:])}
         return inputs, {"placement": placement, "ground_truth": gt_layer, "image": layer.name}
 
-    def _on_error(self, generation: int, error: Exception) -> None:
-        if generation != self._generation:
+    def _on_error(self, error: Exception) -> None:
+        self._busy(False)
+        if isinstance(error, Cancelled):
+            self._status.value = "cancelled"
             return
         self._status.value = "failed: see the message"
         if isinstance(error, InputError):
@@ -171,61 +272,70 @@ class SCNPInspector(Container):
             logger.error("SCNP inspector failed", exc_info=error)
             show_error(PREFIX + f"failed ({type(error).__name__}: {error})")
 
+    def _busy(self, busy: bool) -> None:
+        self._cancel.visible = busy
+        self._run.enabled = self._compare.enabled = not busy
+
+    def cancel(self) -> None:
+        """Stop the running model run or comparison (between tiles); nothing of it reaches the viewer."""
+        self._run_task.cancel()
+        self._compare_task.cancel()
+        self._busy(False)
+        self._status.value = "cancelled"
+
     # ------------------------------------------------------------------ run
-    def run(self) -> None:
-        """Start a run on the current inputs (a newer run makes a running one stale)."""
-        collected = self._inputs()
+    def run(self, image: object = None, model: str | Path | None = None, ground_truth: object = None) -> None:
+        """Run on the inputs (keywords set them first: layers or layer names, a model path).
+
+        A newer run makes a running one stale. Results arrive in the viewer
+        asynchronously: :meth:`wait` blocks until they are there.
+        """
+        self._set_inputs(image, model, ground_truth)
+        collected = self._collect()
         if collected is None:
             return
         inputs, context = collected
-        self._generation += 1
-        if self._run_worker is not None:
-            self._run_worker.quit()
         self._status.value = "running the model..." if inputs.model else "reading the logits..."
-        worker = create_worker(analyse_steps, inputs, _start_thread=False, _connect={
-            "yielded": self._on_stage,
-            "returned": partial(self._on_analysis, self._generation, context),
-            "errored": partial(self._on_error, self._generation),
-        })
-        self._run_worker = worker
-        worker.finished.connect(partial(self._forget, "_run_worker", worker))
-        worker.start()
-
-    def _forget(self, attribute: str, worker: object) -> None:
-        if getattr(self, attribute) is worker:
-            setattr(self, attribute, None)
+        self._busy(True)
+        self._run_task.start(analyse_steps, inputs, stage=self._on_stage,
+                             returned=lambda analysis: self._on_analysis(context, analysis), errored=self._on_error)
 
     def _on_stage(self, stage: str) -> None:
         self._status.value = f"{stage}..."
 
-    def _on_analysis(self, generation: int, context: dict, analysis: Analysis) -> None:
-        if generation != self._generation:
-            return
-        self._analysis, self.shown, self._wanted = analysis, None, None
-        self._cache.clear()
-        placement = context["placement"]
+    def _on_analysis(self, context: dict, analysis: Analysis) -> None:
+        self._busy(False)
+        self._analysis, self.shown, self._selected = analysis, None, None
+        self._scheduler.reset()
+        self._placement = placement = context["placement"]
         self._limits = {name: symmetric_limits(z) for name, z in analysis.logits.items()}
+        layers = self._layer_manager
         if analysis.with_model:
             for name, z in analysis.logits.items():
-                title = "seed map (logits)" if name == "seed map" else "instance masks, max over seeds (logits)"
-                self._put_image(name, z, name=title, colormap=LOGIT_COLORMAP, contrast_limits=self._limits[name],
-                                visible=False, **placement)
-        for role in ("z_tilde", "difference"):
-            self._remove(role)
-        prediction_name = "predicted labels" if analysis.with_model else f"cells of {context['image']} > 0"
-        prediction = self._put_labels("prediction", analysis.prediction, name=prediction_name, **placement)
+                title = "seed logits" if name == "seed map" else "mask logits"
+                layers.put_image(name, z, name=title, colormap=LOGIT_COLORMAP, contrast_limits=self._limits[name],
+                                 visible=False, **placement)
+        layers.remove("z_tilde", "difference", *CELL_ROLES)
+        prediction = layers.put_labels("prediction", analysis.prediction, name="prediction", **placement)
         prediction.features = analysis.prediction_features
+        if self._on_click not in prediction.mouse_drag_callbacks:
+            prediction.mouse_drag_callbacks.append(self._on_click)
         self._ground_truth_layer = context["ground_truth"]
         if self._ground_truth_layer is not None and analysis.ground_truth_features is not None:
             self._ground_truth_layer.features = analysis.ground_truth_features
-        self._recolour()
         with self._penalize.changed.blocked():
             self._penalize.reset_choices()
             self._penalize.value = self._penalize.choices[0]
+        if not analysis.penalties and self._color_by.value == PENALTY_COLUMN:
+            self._color_by.value = "roundness"
+        self._recolour()
+        self._fill_cell_table()
         n_cells = len(analysis.prediction_features)
         self._status.value = (f"{n_cells} predicted cells" +
                               ("" if analysis.penalties else "; no ground truth, so no SCNP layers"))
-        self._open_features_table(prediction)
+        self._viewer.layers.selection.active = prediction
+        for note in analysis.notes:
+            show_warning(PREFIX + note)
         self.analysis_done.emit()
         self._request()
 
@@ -247,195 +357,220 @@ class SCNPInspector(Container):
         analysis = self._analysis
         if analysis is None or self._penalize.value not in analysis.penalties:
             return
-        self._wanted = key = (self._penalize.value, int(self._window.value))
-        cached = self._cache.get(key)
+        key = (self._penalize.value, int(self._window.value))
+        cached = self._scheduler.request(key)
         if cached is not None:
-            self._show_penalty(key, *cached)
+            self._show(key, cached)
+        else:
+            self._status.value = f"computing SCNP, w={key[1]}..."
         self._pump()
 
     def _pump(self) -> None:
-        """Start the next computation if none runs: the wanted window, else one to have ready."""
-        if self._penalty_worker is not None or self._analysis is None or self._wanted is None:
+        """Start the scheduler's next job if no window worker runs."""
+        if self._window_worker is not None or self._analysis is None:
             return
-        key = self._wanted
-        if key in self._cache:
-            if not self.prefetch:
-                return
-            target, window = key
-            missing = [w for w in range(1, MAX_WINDOW + 1, 2) if (target, w) not in self._cache]
-            if not missing:
-                return
-            key = (target, min(missing, key=lambda w: (abs(w - window), w)))
-        else:
-            self._status.value = f"computing SCNP, w={key[1]}..."
-        penalty = self._analysis.penalties[key[0]]
-        ground_truth = None if self._ground_truth_layer is None else np.asarray(self._ground_truth_layer.data)
-        connect = {"returned": partial(self._on_penalized, self._generation, key),
-                   "errored": partial(self._on_error, self._generation), "finished": self._on_penalty_finished}
-        worker = create_worker(_window_result, penalty, key[1], self._analysis, ground_truth, _start_thread=False,
-                               _connect=connect)
-        self._penalty_worker = worker
+        job = self._scheduler.next_job()
+        if job is None:
+            return
+        worker = create_worker(run_job, job, self._analysis, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda result: self._on_job(job, result))
+        worker.errored.connect(lambda error: self._on_job_error(job, error))
+        worker.finished.connect(self._on_window_finished)
+        self._window_worker = worker
         worker.start()
 
-    def _on_penalized(self, generation: int, key: tuple[str, int], result: tuple[np.ndarray, ...]) -> None:
-        if generation != self._generation:
-            return
-        self._cache.put(key, result)
-        if key == self._wanted:
-            self._show_penalty(key, *result)
+    def _on_job(self, job: object, result: tuple) -> None:
+        if self._scheduler.finished(job, result):
+            self._show(job.key, self._scheduler.result(job.key))
 
-    def _on_penalty_finished(self) -> None:
-        self._penalty_worker = None
+    def _on_job_error(self, job: object, error: Exception) -> None:
+        if self._scheduler.failed(job):
+            self._on_error(error)
+
+    def _on_window_finished(self) -> None:
+        self._window_worker = None
         self._pump()
 
-    def _show_penalty(self, key: tuple[str, int], z_tilde: np.ndarray, difference: np.ndarray,
-                      prediction_penalty: np.ndarray, ground_truth_penalty: np.ndarray) -> None:
+    def _show(self, key: tuple[str, int], result: tuple) -> None:
+        """Put a window's layers on screen (stage 1) and its cells' penalties in their features (stage 2)."""
         target, window = key
+        layers = self._layer_manager
+        if self.shown != key:
+            z_tilde, difference = result[:2]
+            limits = self._limits[target]
+            layers.put_image("difference", difference, name=penalty_name("z−z~", target, window),
+                             colormap=DIFFERENCE_COLORMAP, contrast_limits=limits, colorbar=True,
+                             **self._placement)
+            layers.put_image("z_tilde", z_tilde, name=penalty_name("z~", target, window),
+                             colormap=LOGIT_COLORMAP, contrast_limits=limits, visible=False, **self._placement)
+            self.shown = key
+            self._status.value = f"SCNP of the {target}, window {window}"
+            self._show_cell()
+            self.penalty_shown.emit(target, window)
+        if len(result) > 2:
+            self._set_penalty_features(*result[2:])
+            self.features_done.emit(target, window)
+
+    def _set_penalty_features(self, prediction_penalty: np.ndarray, ground_truth_penalty: np.ndarray) -> None:
         analysis = self._analysis
-        prediction = self._layers.get("prediction")
+        prediction = self._layer_manager.get("prediction")
         if prediction is not None:
             prediction.features = analysis.prediction_features.assign(**{PENALTY_COLUMN: prediction_penalty})
         gt_layer, gt_features = self._ground_truth_layer, analysis.ground_truth_features
         if gt_layer is not None and gt_features is not None and len(ground_truth_penalty) == len(gt_features):
             gt_layer.features = gt_features.assign(**{PENALTY_COLUMN: ground_truth_penalty})
-        limits = self._limits[target]
-        placement = {"scale": self._layers["prediction"].scale, "translate": self._layers["prediction"].translate}
-        self._put_image("z_tilde", z_tilde, name=f"SCNP z~ of {target}, w={window} (logits)",
-                        colormap=LOGIT_COLORMAP, contrast_limits=limits, visible=False, **placement)
-        self._put_image("difference", difference, name=f"z - z~ of {target}, w={window} (logits)",
-                        colormap=DIFFERENCE_COLORMAP, contrast_limits=limits, **placement)
-        self.shown = key
-        self._status.value = f"SCNP of the {target}, window {window}"
-        self.penalty_shown.emit(target, window)
+        self._fill_cell_table()
+        if self._color_by.value == PENALTY_COLUMN:
+            self._recolour()
 
-    # ------------------------------------------------------------------ shapes
+    # ------------------------------------------------------------------ cells: colours, table, selection
     def _recolour(self, *_: object) -> None:
-        column = self._shape.value
-        analysis = self._analysis
-        if analysis is None:
+        """Colour predicted and ground-truth cells by the chosen column; its histogram in the dock."""
+        column = self._color_by.value
+        if self._analysis is None:
             return
-        layers = [(self._layers.get("prediction"), analysis.prediction_features),
-                  (self._ground_truth_layer, analysis.ground_truth_features)]
-        for layer, features in layers:
-            if layer is not None and features is not None and layer in self._viewer.layers:
-                layer.colormap = DirectLabelColormap(color_dict=shape_colors(features, column, SHAPE_COLORMAP))
-        gt = analysis.ground_truth_features
-        self._histogram.plot(column, analysis.prediction_features[column].to_numpy(),
-                             None if gt is None else gt[column].to_numpy())
+        prediction = self._layer_manager.get("prediction")
+        tables = {"prediction": prediction.features if prediction is not None else None}
+        gt_layer = self._ground_truth_layer
+        if gt_layer is not None and gt_layer in self._viewer.layers and self._analysis.ground_truth_features is not None:
+            tables["ground truth"] = gt_layer.features
+        tables = {name: table for name, table in tables.items() if table is not None and column in table}
+        limits = column_limits(column, *tables.values())
+        colormap = PENALTY_COLORMAP if column == PENALTY_COLUMN else "viridis"
+        for name, table in tables.items():
+            layer = prediction if name == "prediction" else gt_layer
+            layer.colormap = DirectLabelColormap(color_dict=shape_colors(table, column, colormap, limits))
+        self._histogram.plot(column, {name: table[column].to_numpy(float) for name, table in tables.items()},
+                             limits=limits, cmap=colormap)
 
-    def _open_features_table(self, layer: napari.layers.Layer) -> None:
-        self._viewer.layers.selection.active = layer
-        if self._features_table_open:
+    def _fill_cell_table(self) -> None:
+        prediction = self._layer_manager.get("prediction")
+        if prediction is None:
             return
-        try:
-            self._viewer.window.add_plugin_dock_widget("napari", "Features table widget")
-            self._features_table_open = True
-        except (KeyError, ValueError, LookupError, AttributeError) as error:  # older napari: no such widget
-            logger.info("no features table widget: %s", error)
+        features = prediction.features
+        columns = [c for c in CELL_TABLE_COLUMNS if c in features]
+        if PENALTY_COLUMN in features:
+            features = features.sort_values(PENALTY_COLUMN, ascending=False, na_position="last")
+        rows = features.head(CELL_TABLE_ROWS)
+        self._cells.value = table_value(rows[columns], index=rows["index"].tolist())
 
-    # ------------------------------------------------------------------ comparison
-    def compare(self) -> None:
-        """Mark the split, merged, fragmented, missed and spurious cells of A and B (against the ground truth)."""
-        a, b = self._labels_a.value, self._labels_b.value
-        if a is None or b is None or a is b:
-            show_error(PREFIX + "choose two different Labels layers as 'labels A' and 'labels B' to compare "
-                       "(for example a baseline model's and an SCNP model's predicted labels)")
+    def _on_click(self, layer: napari.layers.Labels, event: object):
+        """Mouse callback of the prediction layer: a click (not a drag) selects the cell under the pointer."""
+        yield
+        moved = False
+        while event.type == "mouse_move":
+            moved = True
+            yield
+        value = None if moved else layer.get_value(event.position, world=True)
+        if value is not None:
+            self.select_cell(int(value))
+
+    def _on_cell_row(self, row: int, _column: int) -> None:
+        self.select_cell(int(self._cells.row_headers[row]), center=True)
+
+    def select_cell(self, label: int, *, center: bool = False) -> None:
+        """Show predicted cell ``label``'s own instance-mask logits (raw, penalized, z - z~) at the cell."""
+        prediction = self._layer_manager.get("prediction")
+        if prediction is None or self._analysis is None:
             return
-        reference = self._ground_truth.value
-        if reference is None:
-            show_info(PREFIX + f"no ground truth: {b.name!r} is compared against {a.name!r}")
-        pairs = [(reference, a), (reference, b)] if reference is not None else [(a, b)]
-        shapes = {layer.data.shape for pair in pairs for layer in pair}
-        if len(shapes) > 1:
-            show_error(PREFIX + f"the label layers have different shapes {sorted(shapes)}: choose labels of one image")
+        self._selected = int(label) if label else None
+        if self._selected is not None:
+            prediction.selected_label = self._selected
+            if center:
+                rows, cols = np.nonzero(np.asarray(prediction.data) == self._selected)
+                if rows.size:
+                    _camera(self._viewer).center = tuple(prediction.data_to_world((rows.mean(), cols.mean())))
+        self._show_cell()
+
+    def _show_cell(self) -> None:
+        analysis, label = self._analysis, self._selected
+        layers = self._layer_manager
+        outputs = None if analysis is None else analysis.outputs
+        if label is None or outputs is None:
+            layers.remove(*CELL_ROLES)
+            if label is not None:
+                self._status.value = f"cell {label}: no model, so no instance-mask logits"
             return
-        arrays = [(_cells(ref.data), _cells(pred.data)) for ref, pred in pairs]
-        names = [(ref.name, pred.name) for ref, pred in pairs]
-        worker = create_worker(lambda: [error_map(ref, pred) for ref, pred in arrays], _start_thread=False, _connect={
-            "returned": partial(self._on_comparison, names, [pred for _, pred in pairs]),
-            "errored": partial(self._on_error, self._generation),
-        })
-        self._compare_worker = worker
-        worker.finished.connect(partial(self._forget, "_compare_worker", worker))
-        self._status.value = "comparing..."
-        worker.start()
+        window = int(self._window.value)
+        crop = cell_crop(outputs.crops, outputs.pick, analysis.prediction, label, window, analysis.ground_truth)
+        if crop is None:
+            layers.remove(*CELL_ROLES)
+            self._status.value = f"cell {label}: no seed's crop reaches it"
+            return
+        show_cell_crop(layers, crop, self._placement, window)
+        self._status.value = (f"cell {label}: its seed at {crop.seed}, crop {crop.logits.shape[0]} px" +
+                              ("" if crop.penalized is not None else "; no ground truth, so no SCNP"))
+        self.cell_shown.emit(label)
 
-    def _on_comparison(self, names: list[tuple[str, str]], layers: list, results: list) -> None:
-        self.counts = {}
-        colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent",
-                                                   **{i: ERROR_COLORS[c] for i, c in enumerate(ERROR_CLASSES, 1)}})
-        for index, ((reference, predicted), layer, (errors, counts)) in enumerate(zip(names, layers, results,
-                                                                                          strict=True)):
-            out = self._put_labels(f"errors {index}", errors, name=f"errors of {predicted} vs {reference}",
-                                   scale=layer.scale, translate=layer.translate)
-            out.colormap = colormap
-            out.features = {"index": list(range(1, len(ERROR_CLASSES) + 1)), "error": list(ERROR_CLASSES),
-                            "cells": [counts[c] for c in ERROR_CLASSES]}
-            self.counts[predicted] = counts
-        self._counts.value = {"data": [[self.counts[name][c] for name in self.counts] for c in ERROR_CLASSES],
-                              "index": list(ERROR_CLASSES), "columns": list(self.counts)}
-        self._counts.visible = True
-        self._status.value = "; ".join(f"{name}: " + ", ".join(f"{n} {c}" for c, n in counts.items())
-                                       for name, counts in self.counts.items())
-        self.comparison_done.emit()
+    # ------------------------------------------------------------------ model comparison
+    def compare_models(self, image: object = None, models: Sequence[str | Path] | None = None,
+                       ground_truth: object = None) -> None:
+        """Run every model on the image; each model's labels, error cells and a summary table.
 
-    # ------------------------------------------------------------------ layers
-    def _put_image(self, role: str, data: np.ndarray, *, name: str, **properties) -> napari.layers.Image:
-        """Add the layer of ``role``, or update it: a hidden layer gets its new data when it is shown."""
-        layer = self._layers.get(role)
-        if layer is None or layer not in self._viewer.layers:
-            layer = self._viewer.add_image(data, name=name, **properties)
-            layer.colorbar.visible = True
-            layer.events.visible.connect(partial(self._apply_pending, role))
-            self._layers[role] = layer
-            self._pending.pop(role, None)
-            return layer
-        if layer.name != name:
-            layer.name = name
-        limits = properties.get("contrast_limits")
-        if limits is not None and tuple(layer.contrast_limits) != tuple(limits):
-            layer.contrast_limits = limits
-        if layer.visible:
-            self._pending.pop(role, None)
-            layer.data = data
-        else:
-            self._pending[role] = data
-        return layer
+        With a ground truth each model is scored against it (split, merged,
+        fragmented, missed and spurious cells, F1@0.5, count and Betti errors,
+        shape differences); without one, each model's cells the other models do
+        not have are marked. Keywords set the inputs first.
+        """
+        self._set_inputs(image, None, ground_truth)
+        if models is not None:
+            self._models.value = [Path(model) for model in models]
+        layer = self._image.value
+        paths = [str(path) for path in self._models.value if str(path).strip() not in ("", ".")]
+        if layer is None:
+            show_error(PREFIX + "no Image layer: choose the image the models should segment as 'image'")
+            return
+        gt_layer = self._ground_truth.value
+        if gt_layer is None:
+            show_info(PREFIX + "no ground truth: the models are compared with each other")
+        image_data = np.asarray(layer.data)
+        spatial = image_data.shape[:2] if layer.rgb else image_data.shape
+        placement = {"scale": tuple(layer.scale[-2:]), "translate": tuple(layer.translate[-2:])}
+        self._status.value = "comparing models..."
+        self._busy(True)
+        self._compare_task.start(
+            compare_models_steps, image_data, paths, None if gt_layer is None else np.asarray(gt_layer.data),
+            rgb=bool(layer.rgb), tile_size=self._tile_size(spatial), device=_device(), stage=self._on_stage,
+            returned=lambda comparison: self._on_models(comparison, placement), errored=self._on_error)
 
-    def _apply_pending(self, role: str, *_: object) -> None:
-        layer = self._layers.get(role)
-        if layer is not None and layer.visible and role in self._pending:
-            layer.data = self._pending.pop(role)
+    def _on_models(self, comparison: ModelComparison, placement: dict) -> None:
+        self._busy(False)
+        self.comparison = comparison
+        show_comparison(self._layer_manager, comparison, placement)
+        self._summary.value = table_value(comparison.summary)
+        self._summary.visible = True
+        column = self._color_by.value if self._color_by.value in HISTOGRAM_COLUMNS else HISTOGRAM_COLUMNS[0]
+        series = {name: result.features[column].to_numpy(float) for name, result in comparison.models.items()}
+        if comparison.ground_truth_features is not None:
+            series[GROUND_TRUTH] = comparison.ground_truth_features[column].to_numpy(float)
+        self._histogram.plot(column, series)
+        self._status.value = comparison_headline(comparison)
+        self.models_compared.emit()
 
-    def layer_data(self, role: str) -> np.ndarray:
-        """The current data of an output layer by role, hidden or not ("z_tilde", "difference", ...)."""
-        return self._pending.get(role, self._layers[role].data)
-
-    def _put_labels(self, role: str, data: np.ndarray, *, name: str, **placement) -> napari.layers.Labels:
-        layer = self._layers.get(role)
-        if layer is None or layer not in self._viewer.layers:
-            layer = self._viewer.add_labels(data, name=name, opacity=0.6, **placement)
-            self._layers[role] = layer
-        else:
-            layer.data = data
-            layer.name = name
-        return layer
-
-    def _remove(self, role: str) -> None:
-        layer = self._layers.pop(role, None)
-        if layer is not None and layer in self._viewer.layers:
-            self._viewer.layers.remove(layer)
-
+    # ------------------------------------------------------------------ waiting
     def wait(self, timeout: float = 60.0) -> None:
-        """Block until the workers are idle (scripts and tests)."""
+        """Block until every computation is done and its results are in the viewer (scripts and tests)."""
         from qtpy.QtCore import QCoreApplication, QElapsedTimer
 
         timer = QElapsedTimer()
         timer.start()
-        while any(w is not None for w in (self._run_worker, self._penalty_worker, self._compare_worker)):
+        while (self._run_task.running or self._compare_task.running or self._window_worker is not None
+               or (self._analysis is not None and self._scheduler.pending())):
             if timer.elapsed() > timeout * 1000:
                 raise TimeoutError(f"the SCNP inspector's workers did not finish within {timeout} s")
             QCoreApplication.processEvents()
+
+
+def _camera(viewer: napari.viewer.Viewer) -> object:
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _parse_threshold(text: str) -> float | None:
@@ -451,12 +586,6 @@ def _parse_threshold(text: str) -> float | None:
     return value
 
 
-def _cells(data: np.ndarray) -> np.ndarray:
-    """Label data for the metrics: negative (unannotated) values as background."""
-    data = np.asarray(data)
-    return np.where(data > 0, data, 0) if data.size and data.min() < 0 else data
-
-
 def _text_color(viewer: napari.viewer.Viewer) -> str:
     from napari.utils.theme import get_theme
 
@@ -464,15 +593,3 @@ def _text_color(viewer: napari.viewer.Viewer) -> str:
         return get_theme(viewer.theme).text.as_hex()
     except (KeyError, ValueError, AttributeError):
         return "#222222"
-
-
-def _window_result(penalty: Penalty, window: int, analysis: Analysis, ground_truth: np.ndarray | None
-                   ) -> tuple[np.ndarray, ...]:
-    """What one window shows (runs in a worker thread): z~, z - z~, and each predicted and ground-truth cell's
-    SCNP penalty in the order of its features table (the ground truth's empty without one)."""
-    z_tilde, difference = penalty.compute(window)
-    prediction = penalty_column(analysis.prediction_features, analysis.prediction, difference, window)
-    gt_features = analysis.ground_truth_features
-    if ground_truth is None or gt_features is None:
-        return z_tilde, difference, prediction, np.empty(0)
-    return z_tilde, difference, prediction, penalty_column(gt_features, ground_truth, difference, window)
