@@ -333,3 +333,32 @@ def test_compare_needs_two_models_or_a_ground_truth(qtbot, inspector, cells, run
     widget.wait(TIMEOUT_S)
     assert any("at least two models" in text for text in errors(notifications)), notifications
     assert isinstance(viewer.layers["cells"], Image)
+
+
+def test_a_runtime_error_in_the_run_is_told_and_the_inspector_recovers(qtbot, inspector, cells, monkeypatch,
+                                                                       notifications):
+    """superqt ends a generator worker raising RuntimeError silently (no errored, no finished): not ours."""
+    viewer, widget = inspector
+    add_cells(viewer, cells)
+
+    def out_of_memory(inputs, *, progress=None, cancel=None):
+        yield "model loaded"
+        raise RuntimeError("CUDA out of memory (pretend)")
+
+    monkeypatch.setattr(_widget, "analyse_steps", out_of_memory)
+    widget.run(image="logits")
+    widget.wait(TIMEOUT_S)
+    assert any("CUDA out of memory (pretend)" in text for text in errors(notifications)), notifications
+    assert widget._run.enabled and not widget._cancel.visible
+
+
+def test_a_new_run_places_reused_layers_on_the_new_image(qtbot, inspector, cells):
+    viewer, widget = inspector
+    z, _ = add_cells(viewer, cells)
+    widget.run(image="logits")
+    widget.wait(TIMEOUT_S)
+    viewer.add_image(z, name="logits, half size", scale=(0.5, 0.5), translate=(10, 20))
+    widget.run(image="logits, half size")
+    widget.wait(TIMEOUT_S)
+    prediction = widget.layers["prediction"]
+    assert tuple(prediction.scale) == (0.5, 0.5) and tuple(prediction.translate) == (10, 20)

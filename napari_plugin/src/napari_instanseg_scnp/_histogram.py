@@ -61,7 +61,8 @@ class ShapeHistogram(FigureCanvasQTAgg):
         centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
         cycle = iter(f"C{i}" for i in range(10))
         for index, (name, values) in enumerate(series.items()):
-            label = f"{name} ({len(values)}, mean {np.nanmean(values):.2f})" if len(values) else f"{name} (no cells)"
+            finite = np.asarray(values, float)[np.isfinite(values)]
+            label = f"{name} ({finite.size}, mean {finite.mean():.2f})" if finite.size else f"{name} (no values)"
             if index == 0:
                 colors = colormaps[cmap]((centres - limits[0]) / ((limits[1] - limits[0]) or 1.0))
                 self.axes.bar(centres, fractions[name], width=width, color=colors, alpha=0.85, label=label)

@@ -22,6 +22,13 @@ __all__ = ["LayerManager"]
 COLORBAR_POSITION = "bottom_right"
 
 
+def _place(layer: napari.layers.Layer, properties: dict) -> None:
+    """Give a reused layer the ``scale`` and ``translate`` of its new data (another image's, say)."""
+    for key in ("scale", "translate"):
+        if key in properties and tuple(getattr(layer, key)) != tuple(properties[key]):
+            setattr(layer, key, properties[key])
+
+
 class LayerManager:
     """Adds, updates and removes the layers of each role in ``viewer``."""
 
@@ -65,6 +72,7 @@ class LayerManager:
             return layer
         if layer.name != name:
             layer.name = name
+        _place(layer, properties)
         limits = properties.get("contrast_limits")
         if limits is not None and tuple(layer.contrast_limits) != tuple(limits):
             layer.contrast_limits = limits
@@ -91,6 +99,7 @@ class LayerManager:
         layer.data = data
         if layer.name != name:
             layer.name = name
+        _place(layer, properties)
         return layer
 
     def remove(self, *roles: str) -> None:

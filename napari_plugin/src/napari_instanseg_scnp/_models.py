@@ -119,9 +119,10 @@ class ModelComparison:
         ``circularity_error``); ``roundness`` and ``circularity``, the mean of the
         cells; with two or more models ``unmatched``, the cells without a match in
         at least one other model, and with three or more ``unmatched_in_all``, those
-        without a match in any. Where a ground truth is given, the numbers are those
-        of its annotated pixels (its -1 pixels removed from both sides, as
-        ``instanseg-scnp evaluate`` does). The ground truth's row has ``n_cells``,
+        without a match in any. Where a ground truth is given, the numbers scored
+        against it are those of its annotated pixels (its -1 pixels removed from both
+        sides, as ``instanseg-scnp evaluate`` does); ``unmatched`` and
+        ``unmatched_in_all`` compare the models' whole labels. The ground truth's row has ``n_cells``,
         ``roundness`` and ``circularity``, and NaN elsewhere.
     histograms : dict
         For each of :data:`HISTOGRAM_COLUMNS`: ``(edges, fractions)``, the bin edges

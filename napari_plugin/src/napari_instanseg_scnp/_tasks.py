@@ -17,7 +17,24 @@ from typing import NamedTuple
 from napari.qt.threading import create_worker
 from napari.utils import progress as progress_bar
 
-__all__ = ["BackgroundTask", "Progress"]
+__all__ = ["BackgroundTask", "Progress", "TaskError"]
+
+
+class TaskError(Exception):
+    """A ``RuntimeError`` of the computation (CUDA out of memory, a model that cannot take the input), re-raised
+    as another type: superqt ends a generator worker that raises ``RuntimeError`` with a warning only, emitting
+    neither ``errored`` nor ``finished``."""
+
+
+def _runtime_errors_reraised(function: Callable) -> Callable:
+    """``function`` (a generator function) with its ``RuntimeError`` re-raised as :class:`TaskError`."""
+    def run(*args: object, **kwargs: object):
+        try:
+            return (yield from function(*args, **kwargs))
+        except RuntimeError as error:
+            raise TaskError(str(error)) from error
+
+    return run
 
 
 class Progress(NamedTuple):
@@ -30,8 +47,10 @@ class Progress(NamedTuple):
 class BackgroundTask:
     """Runs one computation at a time in a thread worker; a newer start makes the running one stale."""
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, idle: Callable[[], None] | None = None) -> None:
         self.description = description
+        self.idle = idle
+        """Called when the last computation, current or cancelled, has stopped."""
         self._worker = None
         self._stopping: set = set()
         self._cancelled: threading.Event | None = None
@@ -57,8 +76,8 @@ class BackgroundTask:
         def progress(done: int, total: int) -> None:  # in the worker's thread
             relay["worker"].yielded.emit(Progress(int(done), int(total)))
 
-        worker = create_worker(function, *args, progress=progress, cancel=cancelled.is_set, _start_thread=False,
-                               _ignore_errors=True, **kwargs)  # errors go to `errored`, stale ones nowhere
+        worker = create_worker(_runtime_errors_reraised(function), *args, progress=progress, cancel=cancelled.is_set,
+                               _start_thread=False, _ignore_errors=True, **kwargs)  # errors: to `errored`
         relay["worker"] = worker
         worker.yielded.connect(lambda value: self._on_yielded(worker, value, stage))
         worker.returned.connect(lambda value: worker is self._worker and returned(value))
@@ -91,6 +110,8 @@ class BackgroundTask:
         if worker is self._worker:
             self._worker = None
             self._close_bar()
+        if not self.running and self.idle is not None:
+            self.idle()
 
     def _close_bar(self) -> None:
         if self._bar is not None:

@@ -75,7 +75,6 @@ def show_cell_crop(layers: LayerManager, crop: CellCrop, placement: dict, window
         layer = layers.get(role)
         layers.put_image(role, data, name=name, colormap=colormap, contrast_limits=limits, scale=scale,
                          translate=translate, visible=visible if layer is None else layer.visible)
-        layers[role].translate = translate
 
 
 def show_comparison(layers: LayerManager, comparison: ModelComparison, placement: dict) -> None:

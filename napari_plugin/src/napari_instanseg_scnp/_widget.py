@@ -163,8 +163,8 @@ class SCNPInspector(Container):
         """The last :meth:`compare_models` result (labels, error maps, summary table)."""
         self._limits: dict[str, tuple[float, float]] = {}
         self._placement: dict = {}
-        self._run_task = BackgroundTask("segmenting tiles")
-        self._compare_task = BackgroundTask("comparing models: tiles")
+        self._run_task = BackgroundTask("segmenting tiles", idle=self._on_idle)
+        self._compare_task = BackgroundTask("comparing models: tiles", idle=self._on_idle)
         self._window_worker = None
         self._ground_truth_layer: napari.layers.Labels | None = None
         self._selected: int | None = None
@@ -188,6 +188,7 @@ class SCNPInspector(Container):
     @prefetch.setter
     def prefetch(self, value: bool) -> None:
         self._scheduler.prefetch = bool(value)
+        self._pump()
 
     @property
     def layers(self) -> LayerManager:
@@ -261,7 +262,6 @@ class SCNPInspector(Container):
         return inputs, {"placement": placement, "ground_truth": gt_layer, "image": layer.name}
 
     def _on_error(self, error: Exception) -> None:
-        self._busy(False)
         if isinstance(error, Cancelled):
             self._status.value = "cancelled"
             return
@@ -276,11 +276,16 @@ class SCNPInspector(Container):
         self._cancel.visible = busy
         self._run.enabled = self._compare.enabled = not busy
 
+    def _on_idle(self) -> None:
+        """Run and Compare come back once no computation runs, a cancelled one included (it may hold memory)."""
+        if not (self._run_task.running or self._compare_task.running):
+            self._busy(False)
+
     def cancel(self) -> None:
         """Stop the running model run or comparison (between tiles); nothing of it reaches the viewer."""
         self._run_task.cancel()
         self._compare_task.cancel()
-        self._busy(False)
+        self._cancel.visible = False
         self._status.value = "cancelled"
 
     # ------------------------------------------------------------------ run
@@ -304,7 +309,6 @@ class SCNPInspector(Container):
         self._status.value = f"{stage}..."
 
     def _on_analysis(self, context: dict, analysis: Analysis) -> None:
-        self._busy(False)
         self._analysis, self.shown, self._selected = analysis, None, None
         self._scheduler.reset()
         self._placement = placement = context["placement"]
@@ -315,6 +319,8 @@ class SCNPInspector(Container):
                 title = "seed logits" if name == "seed map" else "mask logits"
                 layers.put_image(name, z, name=title, colormap=LOGIT_COLORMAP, contrast_limits=self._limits[name],
                                  visible=False, **placement)
+        if not analysis.with_model:
+            layers.remove("seed map", "instance masks")
         layers.remove("z_tilde", "difference", *CELL_ROLES)
         prediction = layers.put_labels("prediction", analysis.prediction, name="prediction", **placement)
         prediction.features = analysis.prediction_features
@@ -384,8 +390,11 @@ class SCNPInspector(Container):
             self._show(job.key, self._scheduler.result(job.key))
 
     def _on_job_error(self, job: object, error: Exception) -> None:
-        if self._scheduler.failed(job):
-            self._on_error(error)
+        """Tell the user of a failed window only if it is the one asked for (not a background prefetch)."""
+        if self._scheduler.failed(job) and job.key == self._scheduler.wanted:
+            logger.error("SCNP inspector: window %s failed", job.key, exc_info=error)
+            show_error(PREFIX + f"SCNP of the {job.key[0]} at window {job.key[1]} failed "
+                       f"({type(error).__name__}: {error})")
 
     def _on_window_finished(self) -> None:
         self._window_worker = None
@@ -404,6 +413,8 @@ class SCNPInspector(Container):
             layers.put_image("z_tilde", z_tilde, name=penalty_name("z~", target, window),
                              colormap=LOGIT_COLORMAP, contrast_limits=limits, visible=False, **self._placement)
             self.shown = key
+            if len(result) == 2:  # this window's penalties are not measured yet: none shown meanwhile
+                self._set_penalty_features(None, None)
             self._status.value = f"SCNP of the {target}, window {window}"
             self._show_cell()
             self.penalty_shown.emit(target, window)
@@ -411,14 +422,19 @@ class SCNPInspector(Container):
             self._set_penalty_features(*result[2:])
             self.features_done.emit(target, window)
 
-    def _set_penalty_features(self, prediction_penalty: np.ndarray, ground_truth_penalty: np.ndarray) -> None:
+    def _set_penalty_features(self, prediction_penalty: np.ndarray | None,
+                              ground_truth_penalty: np.ndarray | None) -> None:
+        """The cells' ``scnp_penalty`` column of the window shown (None: not measured yet, NaN)."""
         analysis = self._analysis
         prediction = self._layer_manager.get("prediction")
         if prediction is not None:
-            prediction.features = analysis.prediction_features.assign(**{PENALTY_COLUMN: prediction_penalty})
+            values = np.nan if prediction_penalty is None else prediction_penalty
+            prediction.features = analysis.prediction_features.assign(**{PENALTY_COLUMN: values})
         gt_layer, gt_features = self._ground_truth_layer, analysis.ground_truth_features
-        if gt_layer is not None and gt_features is not None and len(ground_truth_penalty) == len(gt_features):
-            gt_layer.features = gt_features.assign(**{PENALTY_COLUMN: ground_truth_penalty})
+        if gt_layer is not None and gt_features is not None and (
+                ground_truth_penalty is None or len(ground_truth_penalty) == len(gt_features)):
+            values = np.nan if ground_truth_penalty is None else ground_truth_penalty
+            gt_layer.features = gt_features.assign(**{PENALTY_COLUMN: values})
         self._fill_cell_table()
         if self._color_by.value == PENALTY_COLUMN:
             self._recolour()
@@ -434,7 +450,8 @@ class SCNPInspector(Container):
         gt_layer = self._ground_truth_layer
         if gt_layer is not None and gt_layer in self._viewer.layers and self._analysis.ground_truth_features is not None:
             tables["ground truth"] = gt_layer.features
-        tables = {name: table for name, table in tables.items() if table is not None and column in table}
+        tables = {name: table if column in table else table.assign(**{column: np.nan})  # not measured: grey
+                  for name, table in tables.items() if table is not None}
         limits = column_limits(column, *tables.values())
         colormap = PENALTY_COLORMAP if column == PENALTY_COLUMN else "viridis"
         for name, table in tables.items():
@@ -534,7 +551,6 @@ class SCNPInspector(Container):
             returned=lambda comparison: self._on_models(comparison, placement), errored=self._on_error)
 
     def _on_models(self, comparison: ModelComparison, placement: dict) -> None:
-        self._busy(False)
         self.comparison = comparison
         show_comparison(self._layer_manager, comparison, placement)
         self._summary.value = table_value(comparison.summary)
