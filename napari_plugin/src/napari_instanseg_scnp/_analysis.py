@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import TypeVar
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,10 @@ from napari_instanseg_scnp._compute import (
     shape_features,
 )
 
-__all__ = ["PENALTY_TARGETS", "Analysis", "InputError", "Inputs", "analyse", "analyse_steps"]
+__all__ = ["PENALTY_TARGETS", "Analysis", "InputError", "Inputs", "analyse", "analyse_steps", "check_ground_truth",
+           "run_to_end"]
+
+T = TypeVar("T")
 
 
 class InputError(ValueError):
@@ -97,7 +101,7 @@ def analyse_steps(inputs: Inputs, *, progress: Callable[[int, int], None] | None
     ``cancel()`` returning True stops the model between tiles
     (:class:`instanseg_scnp.upstream.Cancelled`).
     """
-    gt = None if inputs.ground_truth is None else _ground_truth(inputs.ground_truth)
+    gt = None if inputs.ground_truth is None else check_ground_truth(inputs.ground_truth)
     penalties: dict[str, Penalty] = {}
     output, notes = None, []
     if inputs.model is not None and str(inputs.model).strip() not in ("", "."):
@@ -140,24 +144,30 @@ def analyse_steps(inputs: Inputs, *, progress: Callable[[int, int], None] | None
                     with_model=output is not None, outputs=output, ground_truth=gt, notes=tuple(notes))
 
 
-def _ground_truth(labels: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """The ground truth through the library's label check (-1: unannotated), its errors as :class:`InputError`."""
+def check_ground_truth(labels: np.ndarray, shape: tuple[int, ...] | None = None, *,
+                       name: str = "the ground truth") -> np.ndarray:
+    """The ground truth through the library's label check (-1: unannotated), its errors as :class:`InputError`
+    naming it ``name`` (an argument's name where a caller's argument is checked)."""
     try:
-        return check_labels(labels, name="the ground truth", ndims=(2,), shape=shape, shape_of="the image",
-                            allow_unannotated=True)
+        return check_labels(labels, name=name, ndims=(2,), shape=None if shape is None else tuple(shape),
+                            shape_of="the image", allow_unannotated=True)
     except (TypeError, ValueError) as error:
         raise InputError(f"{error}: choose a Labels layer of this image") from error
 
 
 def _check_shape(gt: np.ndarray, shape: tuple[int, ...]) -> None:
-    _ground_truth(gt, tuple(shape))
+    check_ground_truth(gt, shape)
 
 
-def analyse(inputs: Inputs) -> Analysis:
-    """:func:`analyse_steps` run to the end."""
-    steps = analyse_steps(inputs)
+def run_to_end(steps: Generator[str, None, T]) -> T:
+    """What a stage-by-stage generator returns, its stages run without a worker (scripts and tests)."""
     while True:
         try:
             next(steps)
         except StopIteration as done:
             return done.value
+
+
+def analyse(inputs: Inputs) -> Analysis:
+    """:func:`analyse_steps` run to the end."""
+    return run_to_end(analyse_steps(inputs))

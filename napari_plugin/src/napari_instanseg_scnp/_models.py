@@ -35,7 +35,7 @@ from instanseg_scnp.evaluation import ImageScore, score_image
 from instanseg_scnp.metrics import check_labels, f1_from_counts, matched_pairs
 from instanseg_scnp.upstream import ModelError, load_model, resolve_model_path, segment
 
-from napari_instanseg_scnp._analysis import InputError
+from napari_instanseg_scnp._analysis import InputError, check_ground_truth, run_to_end
 from napari_instanseg_scnp._compute import ERROR_CLASSES, error_map, histograms, shape_features
 
 __all__ = [
@@ -190,15 +190,6 @@ def _check_count(n_models: int, with_ground_truth: bool) -> None:
                          "choose another model" + ("" if with_ground_truth else ", or a ground truth"))
 
 
-def _ground_truth(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The ground truth through the library's label check (-1: unannotated), its errors as :class:`InputError`."""
-    try:
-        return check_labels(labels, name="ground_truth", ndims=(2,), shape=tuple(shape), shape_of="the image",
-                            allow_unannotated=True)
-    except (TypeError, ValueError) as error:
-        raise InputError(f"{error}: choose a Labels layer of this image") from error
-
-
 def _model_labels(labels: np.ndarray, name: str, shape: tuple[int, ...] | None) -> np.ndarray:
     try:
         checked = check_labels(labels, name=f"the labels of model {name!r}", ndims=(2,), shape=shape,
@@ -285,14 +276,6 @@ def _compare_steps(labels: Mapping[str, np.ndarray], ground_truth: np.ndarray | 
                            ground_truth_features=gt_features)
 
 
-def _run(steps: Generator[str, None, ModelComparison]) -> ModelComparison:
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
-
-
 def compare_labels(labels: Mapping[str, np.ndarray], ground_truth: np.ndarray | None = None) -> ModelComparison:
     """Compare label images made already, by name (two or more, or one with a ground truth).
 
@@ -310,8 +293,8 @@ def compare_labels(labels: Mapping[str, np.ndarray], ground_truth: np.ndarray | 
     checked = {names[0]: _model_labels(labels[names[0]], names[0], None)}
     shape = checked[names[0]].shape
     checked.update({name: _model_labels(labels[name], name, shape) for name in names[1:]})
-    gt = None if ground_truth is None else _ground_truth(ground_truth, shape)
-    return _run(_compare_steps(checked, gt))
+    gt = None if ground_truth is None else check_ground_truth(ground_truth, shape, name="ground_truth")
+    return run_to_end(_compare_steps(checked, gt))
 
 
 def _model_files(models: Sequence[str | Path]) -> list[Path]:
@@ -386,7 +369,7 @@ def compare_models_steps(image: np.ndarray, models: Sequence[str | Path], ground
     models = list(models)
     _check_count(len(models), ground_truth is not None)
     shape = _image_shape(image, rgb)
-    gt = None if ground_truth is None else _ground_truth(ground_truth, shape)
+    gt = None if ground_truth is None else check_ground_truth(ground_truth, shape, name="ground_truth")
     files = _model_files(models)
     names = model_names(models)
     options = {} if tile_size is None else {"tile_size": tile_size, "progress": progress, "cancel": cancel}
@@ -412,4 +395,4 @@ def compare_models_steps(image: np.ndarray, models: Sequence[str | Path], ground
 def compare_models(image: np.ndarray, models: Sequence[str | Path], ground_truth: np.ndarray | None = None,
                    **options) -> ModelComparison:
     """:func:`compare_models_steps` run to the end (same arguments)."""
-    return _run(compare_models_steps(image, models, ground_truth, **options))
+    return run_to_end(compare_models_steps(image, models, ground_truth, **options))
