@@ -11,19 +11,18 @@ Scenarios, each timed as the median of interleaved repeats in one process:
   NumPy blocks on ``torch.get_num_threads()`` threads), side by side with what it
   computed before (``instanseg_scnp.scnp`` under ``torch.no_grad``, then z - z~) and
   with the operator with autograd tracking the logits (what calling it on a training
-  tensor costs); then stage 2, the per-cell penalty columns (``window_features``);
+  tensor costs), and stage 1 sampled (``Penalty.sample``, every second pixel of each
+  axis, what the inspector shows first of a large zoomed-out map); then stage 2, the
+  per-cell penalty columns (``window_features``);
 - ``bench_crops``: the "instance masks" map: one 64 x 64 crop per ground-truth cell
   penalized against its cell, then read back into the image, the same three ways;
-- ``bench_viewer``: a shown napari viewer. The widget is being restructured, so this
-  drives plain napari Image layers the way it does: a ``WindowScheduler`` hands out
-  the jobs, a napari thread worker runs each (``run_job``), and a stage-1 result
-  swaps the data of the visible "z - z~" layer (z~ waits for its hidden layer to be
-  shown, as in the widget) and the canvas is repainted. Timed from the slider's
-  change (``scheduler.request``) to the layer updated and to the canvas repainted,
-  for a window not yet computed (prefetch off, cache empty), side by side with the
-  previous single worker call (the operator, then both penalty columns, then the
-  swap), and for a window already computed; and napari's own part: the data swap
-  and the repaint. Stage 2 (features) follows stage 1 and is timed on its own.
+- ``bench_viewer``: the SCNP inspector itself (``SCNPInspector``) docked in a shown
+  viewer, the logits and the ground truth as layers, fitted to the window. Timed
+  from the slider's change (``widget.window = w``) to the first draw of the canvas
+  after ``samples_shown`` or ``penalty_shown``, for a window not yet
+  computed (a fresh run, prefetch off): the samples first, then every pixel; side
+  by side, interleaved, with sampling off (every pixel first, as before); and for a
+  window already computed.
 
 The budget in the issue is 100 ms for a window change on CPU at 2048 x 2048.
 """
@@ -43,14 +42,14 @@ from instanseg_scnp.data import synthetic_image
 from instanseg_scnp.upstream import InstanceCrops
 
 from napari_instanseg_scnp._analysis import Inputs, analyse
-from napari_instanseg_scnp._compute import Penalty, crop_penalty, map_penalty, penalty_column, symmetric_limits
+from napari_instanseg_scnp._compute import Penalty, crop_penalty, map_penalty, symmetric_limits
 from napari_instanseg_scnp._sample_data import threshold_logits
-from napari_instanseg_scnp._scheduler import LAYERS, WindowScheduler, run_job, window_features, window_layers
+from napari_instanseg_scnp._scheduler import window_features, window_layers
 
 WINDOWS = (3, 5, 9)
-SLIDER = range(1, 16, 2)
 WINDOW_SIZE = (1280, 800)
-"""The viewer's window (pixels): the repaint's cost grows with the canvas, so runs use one size."""
+"""The viewer's window (pixels) unless ``--window-size``: the repaint's cost grows with the canvas, so runs compare
+at one size."""
 BUDGET_MS = 100.0
 SEED = 0
 
@@ -96,10 +95,11 @@ def bench_penalty(logits: np.ndarray, gt: np.ndarray, repeats: int) -> None:
     print(f"\nSCNP of the logit map, {logits.shape[0]} x {logits.shape[1]} (ms, median of {repeats}; once per run: "
           f"setting up the penalty {1000 * setup:.0f} ms)")
     print("| window | scnp with autograd | before: scnp no_grad, z~ and z - z~ | stage 1 now: z~ and z - z~ | "
-          "before / now | stage 2: penalty columns, prediction and ground truth | same result |")
-    print("|---|---|---|---|---|---|---|")
+          "before / now | stage 1 sampled, every 2nd pixel | now / sampled | stage 2: penalty columns, prediction "
+          "and ground truth | same result |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for window in WINDOWS:
-        graph, before, now, features = [], [], [], []
+        graph, before, now, sampled, features = [], [], [], [], []
         for _ in range(repeats):
             start = time.perf_counter()
             scnp(tracked, penalty.parts[0].target, window)
@@ -111,11 +111,16 @@ def bench_penalty(logits: np.ndarray, gt: np.ndarray, repeats: int) -> None:
             got = window_layers(penalty, window)
             now.append(time.perf_counter() - start)
             start = time.perf_counter()
+            samples = penalty.sample(window, 2)
+            sampled.append(time.perf_counter() - start)
+            start = time.perf_counter()
             window_features(analysis, got[1], window, gt)
             features.append(time.perf_counter() - start)
-        same = all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
+        same = all(np.array_equal(a, b) and np.array_equal(b[::2, ::2], c)
+                   for a, b, c in zip(expected, got, samples, strict=True))
         print(f"| {window} | {median_ms(graph):.0f} | {median_ms(before):.0f} | {median_ms(now):.0f} | "
-              f"{median_ms(before) / median_ms(now):.1f}x | {median_ms(features):.0f} | {same} |")
+              f"{median_ms(before) / median_ms(now):.1f}x | {median_ms(sampled):.0f} | "
+              f"{median_ms(now) / median_ms(sampled):.1f}x | {median_ms(features):.0f} | {same} |")
 
 
 def synthetic_crops(gt: np.ndarray, half: int = 32) -> tuple[InstanceCrops, np.ndarray, torch.Tensor]:
@@ -190,138 +195,105 @@ def bench_crops(gt: np.ndarray, repeats: int) -> None:
               f"{median_ms(before) / median_ms(now):.1f}x | {same} |")
 
 
-def bench_viewer(logits: np.ndarray, gt: np.ndarray, repeats: int) -> None:
+def bench_viewer(logits: np.ndarray, gt: np.ndarray, repeats: int, window_size: tuple[int, int] = WINDOW_SIZE) -> None:
+    """The SCNP inspector itself in a shown viewer: from the slider's change to the canvas repainted."""
     import napari
-    from napari.qt.threading import create_worker
     from qtpy.QtCore import QEventLoop, QTimer
 
-    analysis = analyse(Inputs(image=logits, ground_truth=gt))  # no model: the map is called "logits"
-    penalty, limits = analysis.penalties["logits"], symmetric_limits(logits)
+    from napari_instanseg_scnp import _widget
+    from napari_instanseg_scnp._widget import SCNPInspector
+
     viewer = napari.Viewer(show=True)
-    viewer.add_image(logits, name="logits", colormap="RdBu_r", contrast_limits=limits)
-    z_tilde_layer = viewer.add_image(logits, name="z~", colormap="RdBu_r", contrast_limits=limits, visible=False)
-    difference_layer = viewer.add_image(np.zeros_like(logits), name="z - z~", colormap="PRGn",
-                                        contrast_limits=limits)
-    viewer.window._qt_window.resize(*WINDOW_SIZE)  # private: napari restores the last session's size otherwise
-    canvas = viewer.window._qt_viewer.canvas.native  # private: to force a synchronous repaint
-    scheduler = WindowScheduler(SLIDER, prefetch=False)
-    pending = {}  # the hidden z~ layer's data, as the widget keeps it until the layer is shown
-    running = []
+    viewer.window._qt_window.resize(*window_size)  # private: napari restores the last session's size otherwise
+    viewer.add_image(logits, name="logits", colormap="RdBu_r", contrast_limits=symmetric_limits(logits))
+    viewer.add_labels(gt, name="ground truth", visible=False)
+    widget = SCNPInspector(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.prefetch = False  # every window below is one not computed yet, unless said otherwise
+    canvas = viewer.window._qt_viewer.canvas  # private: napari's vispy canvas, for its draw events
+    draw_events = canvas._scene_canvas.events.draw
+    sampled_step = _widget.SAMPLE_MIN_PIXELS
 
-    def timed(function, *args):
+    def fresh_run(window: int, samples: bool) -> float:
+        """A new analysis (an empty cache) with the slider at ``window``; seconds it took."""
+        _widget.SAMPLE_MIN_PIXELS = sampled_step if samples else logits.size + 1
+        widget.window = window
         start = time.perf_counter()
-        return function(*args), time.perf_counter() - start
-
-    def show(times: dict, start: float, result: tuple) -> None:
-        """What the widget does with a stage-1 result: swap the visible layer's data, keep z~, repaint."""
-        swap = time.perf_counter()
-        difference_layer.data = result[1]
-        pending[z_tilde_layer.name] = result[0]
-        times["layers"] = time.perf_counter() - start
-        times["swap"] = time.perf_counter() - swap
-        canvas.repaint()
-        times["paint"] = time.perf_counter() - start
-        times["repaint"] = time.perf_counter() - swap - times["swap"]
-
-    def run(work, *args, returned, finished=None) -> None:
-        worker = create_worker(timed, work, *args, _start_thread=False)
-        worker.returned.connect(returned)
-        worker.finished.connect(lambda: running.remove(worker))
-        if finished is not None:
-            worker.finished.connect(finished)
-        running.append(worker)  # referenced until it has finished
-        worker.start()
+        widget.run(image="logits", ground_truth="ground truth")
+        widget.wait(600)
+        return time.perf_counter() - start
 
     def change(window: int) -> dict:
-        """Seconds from the slider to the layer updated, to the canvas repainted and to the features in."""
-        loop, times = QEventLoop(), {}
+        """Seconds from the slider to the canvas drawn: with samples (if any), then with every pixel.
+
+        The clock stops at the first draw of the canvas after the inspector's signal,
+        when Qt's event loop gets to it: whatever the inspector does before returning
+        to the loop is counted.
+        """
+        loop, times, waiting = QEventLoop(), {}, []
+
+        def shown(name: str):
+            def slot(_target: str, window_shown: int) -> None:
+                if window_shown == window and name not in times:
+                    waiting.append(name)
+            return slot
+
+        def drawn(_event: object) -> None:
+            while waiting:
+                name = waiting.pop(0)
+                times[name] = time.perf_counter() - start
+                if name == "layers":
+                    loop.quit()
+
+        on_samples, on_layers = shown("samples"), shown("layers")
+        widget.samples_shown.connect(on_samples)
+        widget.penalty_shown.connect(on_layers)
+        draw_events.connect(drawn, position="last")
         start = time.perf_counter()
-
-        def pump(*_: object) -> None:
-            job = scheduler.next_job()
-            if job is None:
-                loop.quit()
-                return
-            run(run_job, job, analysis, gt, returned=lambda result: on_result(job, *result), finished=pump)
-
-        def on_result(job, result, seconds) -> None:
-            shown = scheduler.finished(job, result)
-            if job.stage == LAYERS:
-                times["all layers"] = time.perf_counter() - start  # the last stage 1 so far
-            if shown:
-                times["stage 1" if job.stage == LAYERS else "stage 2"] = seconds
-                if job.stage == LAYERS:
-                    show(times, start, result)
-                else:
-                    times["features"] = time.perf_counter() - start
-
-        cached = scheduler.request(("logits", window))
-        if cached is not None:
-            show(times, start, cached)
-        pump()
-        if scheduler.running is not None:
+        widget.window = window
+        if "layers" not in times:
             QTimer.singleShot(120_000, loop.quit)
             loop.exec()
+        widget.samples_shown.disconnect(on_samples)
+        widget.penalty_shown.disconnect(on_layers)
+        draw_events.disconnect(drawn)
+        widget.wait(600)  # the features too, before the next change
         return times
 
-    def change_before(window: int) -> dict:
-        """The previous widget: one worker call computed the operator's z~, z - z~ and both penalty columns,
-        then the layers were swapped."""
-        loop, times = QEventLoop(), {}
-        start = time.perf_counter()
-
-        def previous(window):
-            z_tilde, difference = previous_layers(penalty, window)
-            columns = (penalty_column(analysis.prediction_features, analysis.prediction, difference, window),
-                       penalty_column(analysis.ground_truth_features, gt, difference, window))
-            return z_tilde, difference, *columns
-
-        def on_result(result, seconds) -> None:
-            times["stage 1"] = seconds
-            show(times, start, result)
-            loop.quit()
-
-        run(previous, window, returned=lambda result: on_result(*result))
-        QTimer.singleShot(120_000, loop.quit)
-        loop.exec()
-        return times
-
-    change(1)
-    keys = ("cold", "cold_paint", "stage1", "stage2", "features", "before", "before_paint", "warm", "warm_paint",
-            "swap", "repaint")
+    keys = ("first", "full", "every_pixel", "warm")
     rows = {w: {key: [] for key in keys} for w in WINDOWS}
+    runs = []
     for _ in range(repeats):
-        for window in WINDOWS:
-            scheduler.reset()
-            cold = change(window)
-            before = change_before(window)
-            change(1)
-            warm = change(window)  # computed just before: from the cache
-            for key, value in (("cold", cold["layers"]), ("cold_paint", cold["paint"]), ("stage1", cold["stage 1"]),
-                               ("stage2", cold["stage 2"]), ("features", cold["features"]),
-                               ("before", before["layers"]), ("before_paint", before["paint"]),
-                               ("warm", warm["layers"]), ("warm_paint", warm["paint"]), ("swap", warm["swap"]),
-                               ("repaint", warm["repaint"])):
-                rows[window][key].append(value)
-    size = canvas.size()
-    print(f"\nWindow change in a shown napari {napari.__version__} viewer, canvas {size.width()} x {size.height()} "
-          f"(ms, median of {repeats}; budget {BUDGET_MS:.0f} ms): from the slider to the z - z~ layer updated and "
-          "to the canvas repainted; plain napari layers driven by the WindowScheduler as the widget drives them")
-    print("| window | not yet computed: stage 1 (worker) | layer updated | + repaint | before (one worker call: "
-          "operator and penalty columns), + repaint | stage 2 (worker) | features in | already computed: layer "
-          "updated | + repaint | napari: data swap | napari: repaint |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for samples in (True, False):  # interleaved: the inspector as it is, and with sampling off
+            runs.append(fresh_run(1, samples))
+            for window in WINDOWS:
+                times = change(window)
+                if samples:
+                    rows[window]["first"].append(times.get("samples", times["layers"]))
+                    rows[window]["full"].append(times["layers"])
+                else:
+                    rows[window]["every_pixel"].append(times["layers"])
+            if not samples:
+                change(1)
+                for window in WINDOWS:  # computed above: from the cache
+                    rows[window]["warm"].append(change(window)["layers"])
+                    change(1)
+    _widget.SAMPLE_MIN_PIXELS = sampled_step
+    size = canvas.native.size()
+    zoom = _widget._camera(viewer).zoom
+    step = widget._sample_step("logits")
+    print(f"\nWindow change in the SCNP inspector in a shown napari {napari.__version__} viewer, window "
+          f"{window_size[0]} x {window_size[1]}, canvas "
+          f"{size.width()} x {size.height()}, zoom {zoom:.2f} (fit to the image: samples every {step} pixels), "
+          f"visible layers: logits, prediction, z - z~ (ms, median of {repeats}; budget {BUDGET_MS:.0f} ms; "
+          f"a run took {statistics.median(runs):.1f} s). From the slider's change to the canvas drawn:")
+    print("| window | not yet computed: samples on screen | then every pixel on screen | not yet computed, "
+          "sampling off: every pixel on screen | sampled / off | already computed |")
+    print("|---|---|---|---|---|---|")
     for window in WINDOWS:
         r = {key: median_ms(values) for key, values in rows[window].items()}
-        print(f"| {window} | {r['stage1']:.0f} | {r['cold']:.0f} | {r['cold_paint']:.0f} | {r['before_paint']:.0f} | "
-              f"{r['stage2']:.0f} | {r['features']:.0f} | {r['warm']:.0f} | {r['warm_paint']:.0f} | "
-              f"{r['swap']:.0f} | {r['repaint']:.0f} |")
-    scheduler.prefetch = True
-    scheduler.reset()
-    start = time.perf_counter()
-    times = change(3)
-    print(f"all {len(scheduler.cache)} slider windows ready in the background after a run: their layers in "
-          f"{times['all layers']:.1f} s, their features too in {time.perf_counter() - start:.1f} s")
+        print(f"| {window} | {r['first']:.0f} | {r['full']:.0f} | {r['every_pixel']:.0f} | "
+              f"{r['first'] / r['every_pixel']:.2f} | {r['warm']:.0f} |")
     viewer.close()
 
 
@@ -331,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-viewer", action="store_true", help="skip the napari part (no display needed)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--window-size", type=int, nargs=2, default=WINDOW_SIZE, metavar=("WIDTH", "HEIGHT"),
+                        help=f"the viewer's window in pixels (default: {WINDOW_SIZE[0]} {WINDOW_SIZE[1]})")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -342,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     bench_penalty(logits, gt, args.repeats)
     bench_crops(gt, args.repeats)
     if not args.no_viewer:
-        bench_viewer(logits, gt, args.repeats)
+        bench_viewer(logits, gt, args.repeats, tuple(args.window_size))
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 

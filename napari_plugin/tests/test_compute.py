@@ -58,6 +58,30 @@ def test_map_penalty_ignores_unannotated(sample):
     np.testing.assert_array_equal(z_tilde[:10], logits[:10])
 
 
+@pytest.mark.parametrize("window", [1, 3, 5, 9, 15])
+@pytest.mark.parametrize("step", [1, 2, 3, 4])
+def test_sampled_penalty_equals_the_operator_at_the_samples(sample, window, step):
+    logits, gt = sample
+    logits, gt = logits[:, :-3].copy(), gt[:, :-3].copy()  # 96 x 125: a side that the step does not divide
+    gt[:7, :40] = -1  # unannotated: left as they are
+    z_tilde, difference = map_penalty(logits, gt).sample(window, step)
+    expected = scnp(torch.from_numpy(logits)[None, None], torch.from_numpy(gt > 0)[None, None], window,
+                    ignore=torch.from_numpy(gt < 0)[None, None])[0, 0].numpy()
+    np.testing.assert_array_equal(z_tilde, expected[::step, ::step])
+    np.testing.assert_array_equal(difference, (logits - expected)[::step, ::step])
+
+
+def test_sampling_is_for_maps_with_a_positive_integer_step(sample):
+    logits, gt = sample
+    with pytest.raises(ValueError, match="step must be a positive integer, got 0"):
+        map_penalty(logits, gt).sample(3, 0)
+    crops = random_crops()
+    penalty = crop_penalty(crops, *crops.assemble(), np.zeros(crops.shape, np.int32))
+    assert map_penalty(logits, gt).samples and not penalty.samples
+    with pytest.raises(ValueError, match="sampling works on the penalty of one map"):
+        penalty.sample(3, 2)
+
+
 def test_map_penalty_rejects_mismatched_ground_truth(sample):
     logits, gt = sample
     with pytest.raises(ValueError, match=r"the ground truth must have the same shape as the logits, \(96, 128\)"):

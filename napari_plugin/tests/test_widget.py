@@ -43,7 +43,7 @@ def add_cells(viewer, cells):
 
 
 def show_window(qtbot, widget, window):
-    widget._window.value = window
+    widget.window = window
     qtbot.waitUntil(lambda: widget.shown == (widget._penalize.value, window), timeout=TIMEOUT_S * 1000)
 
 
@@ -90,6 +90,55 @@ def test_logit_layer_end_to_end(qtbot, inspector, cells, notifications):
     assert widget._histogram.axes.get_xlabel() == "circularity per cell"
 
 
+def test_a_large_map_zoomed_out_shows_one_pixel_per_screen_pixel_first_then_every_pixel(
+        qtbot, inspector, cells, monkeypatch):
+    viewer, widget = inspector
+    z, gt = add_cells(viewer, cells)
+    viewer.layers["logits"].scale = (2, 2)  # the samples' scale is a multiple of the image's
+    monkeypatch.setattr(_widget, "SAMPLE_MIN_PIXELS", z.size)  # this map counts as large
+    widget.prefetch = False
+    widget.run(image="logits", ground_truth="ground truth")
+    widget.wait(TIMEOUT_S)
+    difference = widget.layers["difference"]
+    seen = []
+    widget.samples_shown.connect(lambda target, window: seen.append(
+        (window, difference.data.copy(), tuple(difference.scale), difference.name, widget.shown)))
+    _widget._camera(viewer).zoom = 1 / 7  # screen pixels per world unit: 3.5 image pixels (2 units each) per screen pixel
+    show_window(qtbot, widget, 7)
+    expected = scnp(torch.from_numpy(z)[None, None], torch.from_numpy(gt > 0)[None, None], 7)[0, 0].numpy()
+    assert len(seen) == 1
+    window, data, scale, name, shown = seen[0]
+    assert (window, scale, name, shown) == (7, (6, 6), "z−z~ w7", None)
+    np.testing.assert_array_equal(data, (z - expected)[::3, ::3])
+    assert tuple(difference.scale) == (2, 2)  # then every pixel, at the image's scale
+    np.testing.assert_array_equal(difference.data, z - expected)
+
+    _widget._camera(viewer).zoom = 1  # zoomed in (2 screen pixels per image pixel): every pixel at once
+    show_window(qtbot, widget, 9)
+    assert len(seen) == 1
+
+
+def test_a_new_window_takes_the_previous_windows_penalties_out_of_the_features_until_its_own_are_in(
+        qtbot, inspector, cells):
+    viewer, widget = inspector
+    z, gt = add_cells(viewer, cells)
+    widget.prefetch = False
+    widget.run(image="logits", ground_truth="ground truth")
+    widget.wait(TIMEOUT_S)
+    prediction = widget.layers["prediction"]
+    assert prediction.features["scnp_penalty"].notna().all()  # window 3's
+    measured = []
+    widget.features_done.connect(lambda target, window: measured.append(window))
+    states = []
+    prediction.events.features.connect(lambda _event: states.append(prediction.features["scnp_penalty"].copy()))
+    show_window(qtbot, widget, 9)
+    widget.wait(TIMEOUT_S)
+    assert measured == [9]
+    assert states[0].isna().all()  # cleared first, after the layers were put in
+    expected = scnp(torch.from_numpy(z)[None, None], torch.from_numpy(gt > 0)[None, None], 9)[0, 0].numpy()
+    np.testing.assert_allclose(states[-1], oracle_penalty(z - expected, np.asarray(prediction.data), 9), rtol=1e-6)
+
+
 def test_cells_are_coloured_and_listed_by_their_scnp_penalty(qtbot, inspector, cells):
     viewer, widget = inspector
     z, gt = add_cells(viewer, cells)
@@ -132,12 +181,12 @@ def test_slider_changes_are_coalesced_and_snap_to_odd(qtbot, inspector, cells, m
     monkeypatch.setattr(_widget, "run_job", lambda job, analysis: computed.append((job.key[1], job.stage))
                         or original(job, analysis))
     for window in (5, 7, 9, 11):  # faster than a window is computed: only the first and the last run
-        widget._window.value = window
+        widget.window = window
     qtbot.waitUntil(lambda: widget.shown == ("logits", 11), timeout=TIMEOUT_S * 1000)
     widget.wait(TIMEOUT_S)
     assert [window for window, stage in computed if stage == 1] == [5, 11]
-    widget._window.value = 6
-    assert widget._window.value == 7
+    widget.window = 6
+    assert widget.window == 7
     qtbot.waitUntil(lambda: widget.shown == ("logits", 7), timeout=TIMEOUT_S * 1000)
 
 

@@ -64,7 +64,8 @@ class Analysis:
 
     ``logits`` holds the logit maps by name: "seed map" and "instance masks" with
     a model, "logits" without. ``penalties`` holds a :class:`Penalty` per
-    penalizable map (empty without ground truth). ``prediction`` are the predicted
+    penalizable map (empty without ground truth), prepared for every window of the
+    slider in the run (so that no window change pays for it). ``prediction`` are the predicted
     labels: the model's, or connected components of ``logits > 0`` without one.
     ``outputs`` is what the model computed (its per-seed crops), None without one;
     ``notes`` what the user should know about the run (a tiled model that normalizes
@@ -127,15 +128,15 @@ def analyse_steps(inputs: Inputs, *, progress: Callable[[int, int], None] | None
         thresholds = {"seed map": output.seed_threshold, "instance masks": output.mask_threshold}
         if gt is not None:
             _check_shape(gt, output.seed_logits.shape)
-            penalties["seed map"] = map_penalty(output.seed_logits, gt)
-            penalties["instance masks"] = crop_penalty(output.crops, output.mask_logits, output.pick, gt)
+            penalties["seed map"] = map_penalty(output.seed_logits, gt).prepare()
+            penalties["instance masks"] = crop_penalty(output.crops, output.mask_logits, output.pick, gt).prepare()
     else:
         z = _logit_map(inputs.image, inputs.rgb)
         logits, thresholds = {"logits": z}, {"logits": 0.0}
         prediction = labels_from_logits(z)
         if gt is not None:
             _check_shape(gt, z.shape)
-            penalties["logits"] = map_penalty(z, gt)
+            penalties["logits"] = map_penalty(z, gt).prepare()
     yield "penalties ready"
     prediction_features = shape_features(prediction)
     gt_features = None if gt is None else shape_features(np.where(gt > 0, gt, 0))

@@ -3,15 +3,16 @@
 - inputs and the "Run" of one model (:mod:`._analysis`, in a :class:`._tasks.BackgroundTask`
   with a progress bar and a Cancel, tiled on large images);
 - the SCNP window: which window to compute next is decided by the Qt-free
-  :class:`._scheduler.WindowScheduler`; each window is computed in two stages in a
-  thread worker, the layers first (what the slider waits for), the per-cell
-  penalty after;
+  :class:`._scheduler.WindowScheduler`; each window is computed in stages in a
+  thread worker, the layers first (what the slider waits for; on a large, zoomed-out
+  map first at about screen resolution, every few pixels, then at every pixel), the
+  per-cell penalty after;
 - layers by role (:class:`._layers.LayerManager`), short names, hidden until asked for,
   and how each result becomes layers and tables (:mod:`._views`);
 - a selected cell's own instance-mask logits (:func:`._compute.cell_crop`);
 - model comparison (:mod:`._models`, Qt-free).
 
-Scripts and tests drive it through :meth:`SCNPInspector.run`,
+Scripts and tests drive it through :meth:`SCNPInspector.run`, :attr:`~SCNPInspector.window`,
 :meth:`~SCNPInspector.compare_models`, :meth:`~SCNPInspector.select_cell` and
 :meth:`~SCNPInspector.wait`.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +44,8 @@ from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 from instanseg_scnp.upstream import Cancelled, ModelError, resolve_model_path
 from psygnal import Signal
+from qtpy.QtCore import QCoreApplication, QElapsedTimer, QTimer
+from qtpy.QtWidgets import QSizePolicy
 
 from napari_instanseg_scnp import _torch_guard  # noqa: F401 (first of the torch stack: see its docstring)
 from napari_instanseg_scnp._analysis import PENALTY_TARGETS, Analysis, InputError, Inputs, analyse_steps
@@ -56,7 +60,7 @@ from napari_instanseg_scnp._histogram import ShapeHistogram
 from napari_instanseg_scnp._layers import LayerManager
 from napari_instanseg_scnp._models import GROUND_TRUTH, HISTOGRAM_COLUMNS, ModelComparison, compare_models_steps
 from napari_instanseg_scnp._sample_data import MODEL_METADATA_KEY
-from napari_instanseg_scnp._scheduler import WindowScheduler, run_job
+from napari_instanseg_scnp._scheduler import SAMPLES, WindowScheduler, run_job
 from napari_instanseg_scnp._tasks import BackgroundTask
 from napari_instanseg_scnp._views import (
     CELL_ROLES,
@@ -83,6 +87,10 @@ AUTO_TILE_SIDE = 1024
 """With tiles "auto", images with a side above this run tile by tile, in tiles of :data:`AUTO_TILE_SIZE`."""
 AUTO_TILE_SIZE = 1024
 TILE_CHOICES = ("auto", "whole image", "512", "1024", "2048")
+SAMPLE_MIN_PIXELS = 1024 * 1024
+"""A window of a map with at least this many pixels is shown first at every ``step``-th pixel when the view is
+zoomed out (``step`` = image pixels per screen pixel, at most :data:`MAX_SAMPLE_STEP`), then at every pixel."""
+MAX_SAMPLE_STEP = 4
 
 PENALTY_COLORMAP = "magma"
 COLOR_COLUMNS = ("roundness", "circularity", PENALTY_COLUMN)
@@ -105,6 +113,8 @@ class SCNPInspector(Container):
 
     penalty_shown = Signal(str, int)
     """Emitted with (map, window) when SCNP layers for that window are on screen."""
+    samples_shown = Signal(str, int)
+    """Emitted with (map, window) when that window's z - z~ is on screen at every few pixels (its layers follow)."""
     analysis_done = Signal()
     features_done = Signal(str, int)
     """Emitted with (map, window) when the cells' ``scnp_penalty`` of that window is in their features."""
@@ -146,6 +156,8 @@ class SCNPInspector(Container):
         self._summary.read_only = True
         self._summary.min_height = 170
         self._status = Label(value="choose an image (and a model), then Run")
+        self._status.native.setWordWrap(True)  # a long message must not widen the dock
+        self._status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.extend([
             Label(value="<b>Inputs</b>"), self._image, self._model, self._seed_threshold, self._ground_truth,
             self._tiles, self._run, self._cancel,
@@ -189,6 +201,15 @@ class SCNPInspector(Container):
     def prefetch(self, value: bool) -> None:
         self._scheduler.prefetch = bool(value)
         self._pump()
+
+    @property
+    def window(self) -> int:
+        """The SCNP window on the slider; setting it moves the slider (and shows that window)."""
+        return int(self._window.value)
+
+    @window.setter
+    def window(self, value: int) -> None:
+        self._window.value = value
 
     @property
     def layers(self) -> LayerManager:
@@ -364,12 +385,18 @@ class SCNPInspector(Container):
         if analysis is None or self._penalize.value not in analysis.penalties:
             return
         key = (self._penalize.value, int(self._window.value))
-        cached = self._scheduler.request(key)
+        cached = self._scheduler.request(key, step=self._sample_step(key[0]))
         if cached is not None:
             self._show(key, cached)
-        else:
-            self._status.value = f"computing SCNP, w={key[1]}..."
         self._pump()
+
+    def _sample_step(self, target: str) -> int:
+        """Image pixels per screen pixel (1 to :data:`MAX_SAMPLE_STEP`) for a large map that can be sampled, else 1."""
+        penalty = self._analysis.penalties[target]
+        if not penalty.samples or penalty.shown.size < SAMPLE_MIN_PIXELS:
+            return 1
+        screen_per_pixel = _camera(self._viewer).zoom * min(abs(s) for s in self._placement["scale"])
+        return int(np.clip(np.floor(1 / screen_per_pixel), 1, MAX_SAMPLE_STEP)) if screen_per_pixel > 0 else 1
 
     def _pump(self) -> None:
         """Start the scheduler's next job if no window worker runs."""
@@ -386,8 +413,27 @@ class SCNPInspector(Container):
         worker.start()
 
     def _on_job(self, job: object, result: tuple) -> None:
-        if self._scheduler.finished(job, result):
+        if not self._scheduler.finished(job, result):
+            return
+        if job.stage == SAMPLES:
+            self._show_samples(job.key, result, job.step)
+        else:
             self._show(job.key, self._scheduler.result(job.key))
+
+    def _show_samples(self, key: tuple[str, int], result: tuple, step: int) -> None:
+        """Put a window's z - z~ at every ``step``-th pixel on screen, each sample covering step x step pixels.
+
+        Only the visible heat map changes (z~ and the cells' penalties wait for the
+        full-resolution layers, which follow); ``shown`` stays unset until they are in.
+        """
+        target, window = key
+        placement = {"scale": tuple(step * s for s in self._placement["scale"]),
+                     "translate": self._placement["translate"]}
+        self._layer_manager.put_image("difference", result[1], name=penalty_name("z−z~", target, window),
+                                      colormap=DIFFERENCE_COLORMAP, contrast_limits=self._limits[target],
+                                      colorbar=True, **placement)
+        self.shown = None
+        self.samples_shown.emit(target, window)
 
     def _on_job_error(self, job: object, error: Exception) -> None:
         """Tell the user of a failed window only if it is the one asked for (not a background prefetch)."""
@@ -414,13 +460,24 @@ class SCNPInspector(Container):
                              colormap=LOGIT_COLORMAP, contrast_limits=limits, visible=False, **self._placement)
             self.shown = key
             if len(result) == 2:  # this window's penalties are not measured yet: none shown meanwhile
-                self._set_penalty_features(None, None)
-            self._status.value = f"SCNP of the {target}, window {window}"
+                QTimer.singleShot(0, partial(self._clear_penalty_features, key))
             self._show_cell()
             self.penalty_shown.emit(target, window)
         if len(result) > 2:
             self._set_penalty_features(*result[2:])
+            self._status.value = f"SCNP of the {target}, window {window}: each cell's penalty measured"
             self.features_done.emit(target, window)
+
+    def _clear_penalty_features(self, key: tuple[str, int]) -> None:
+        """Take another window's penalties out of the features while ``key``'s are measured.
+
+        Called from the event loop after ``key``'s layers are put in, so that the canvas
+        is painted first: the features, the colours and the table of thousands of cells
+        cost more than the paint.
+        """
+        cached = self._scheduler.result(key)
+        if self.shown == key and (cached is None or len(cached) == 2):
+            self._set_penalty_features(None, None)
 
     def _set_penalty_features(self, prediction_penalty: np.ndarray | None,
                               ground_truth_penalty: np.ndarray | None) -> None:
@@ -566,8 +623,6 @@ class SCNPInspector(Container):
     # ------------------------------------------------------------------ waiting
     def wait(self, timeout: float = 60.0) -> None:
         """Block until every computation is done and its results are in the viewer (scripts and tests)."""
-        from qtpy.QtCore import QCoreApplication, QElapsedTimer
-
         timer = QElapsedTimer()
         timer.start()
         while (self._run_task.running or self._compare_task.running or self._window_worker is not None
