@@ -77,7 +77,7 @@ def test_sampling_is_for_maps_with_a_positive_integer_step(sample):
         map_penalty(logits, gt).sample(3, 0)
     crops = random_crops()
     penalty = crop_penalty(crops, *crops.assemble(), np.zeros(crops.shape, np.int32))
-    assert map_penalty(logits, gt).samples and not penalty.samples
+    assert map_penalty(logits, gt).can_sample and not penalty.can_sample
     with pytest.raises(ValueError, match="sampling works on the penalty of one map"):
         penalty.sample(3, 2)
 

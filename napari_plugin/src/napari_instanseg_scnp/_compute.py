@@ -408,18 +408,18 @@ class Penalty:
         return self._compute(window, with_difference=True)
 
     @property
-    def samples(self) -> bool:
+    def can_sample(self) -> bool:
         """:meth:`sample` works: the penalty is of one whole map (not of instance-mask crops)."""
         return len(self.parts) == 1 and self.parts[0].pixels is None
 
     def sample(self, window: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         r""":math:`\tilde z` and :math:`z - \tilde z` at every ``step``-th pixel of each axis, computed there only.
 
-        Equal to ``[::step, ::step]`` of :meth:`compute`'s two maps, at about
-        ``1 / step`` of its cost for small windows: what a zoomed-out screen can show of a
-        large map, before the whole map is in. Maps only (:attr:`samples`).
+        Equal to ``[::step, ::step]`` of :meth:`compute`'s two maps, for less work (the
+        extremes are taken at the samples only): what a zoomed-out screen can show of a
+        large map, before the whole map is in. Maps only (:attr:`can_sample`).
         """
-        if not self.samples:
+        if not self.can_sample:
             raise ValueError("sampling works on the penalty of one map, not on instance-mask crops")
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
             raise ValueError(f"step must be a positive integer, got {step!r}")

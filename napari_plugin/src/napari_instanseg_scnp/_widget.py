@@ -393,7 +393,7 @@ class SCNPInspector(Container):
     def _sample_step(self, target: str) -> int:
         """Image pixels per screen pixel (1 to :data:`MAX_SAMPLE_STEP`) for a large map that can be sampled, else 1."""
         penalty = self._analysis.penalties[target]
-        if not penalty.samples or penalty.shown.size < SAMPLE_MIN_PIXELS:
+        if not penalty.can_sample or penalty.shown.size < SAMPLE_MIN_PIXELS:
             return 1
         screen_per_pixel = _camera(self._viewer).zoom * min(abs(s) for s in self._placement["scale"])
         return int(np.clip(np.floor(1 / screen_per_pixel), 1, MAX_SAMPLE_STEP)) if screen_per_pixel > 0 else 1
