@@ -102,6 +102,9 @@ class TrainConfig:
     layers: tuple[int, ...] | None = field(default=None, metadata={"help": "UNet widths, shallow to deep"})
     norm: Literal["BATCH", "INSTANCE", "None"] | None = field(default=None, metadata={
         "help": "UNet normalization layer (INSTANCE leaves the output layer unnormalized)"})
+    mlp_width: int | None = field(default=None, metadata={
+        "help": "hidden width of upstream's pixel classifier, the small MLP that decides each pixel of a seed's "
+                "crop (upstream's --mlp_width)"})
     window_size: int | None = field(default=None, metadata={
         "help": "side of the crop around each seed in the instance-mask loss, px"})
     pixel_size: float | None = field(default=None, metadata={
@@ -132,7 +135,7 @@ class TrainConfig:
         set_(self, "preset", self.preset or default_preset(self.data))
         if self.init is not None:
             set_(self, "init", str(self.init))
-            if self.layers is None or self.norm is None or self.pixel_size is None:  # a saved config has all three
+            if None in (self.layers, self.norm, self.mlp_width, self.pixel_size):  # a saved config has them all
                 _take_from_init(self)
         for name, value in preset_values(self.preset).items():
             if getattr(self, name) is None:
@@ -157,6 +160,7 @@ class TrainConfig:
         look_up_option(self.export, EXPORT_FORMATS, name="export")
         for name in ("hotstart", "workers", "seed"):
             _check_int(name, getattr(self, name), minimum=0)
+        _check_int("mlp_width", self.mlp_width, minimum=1)
         if self.hotstart >= self.epochs:
             raise ValueError(f"hotstart must be fewer than epochs ({self.epochs}), got {self.hotstart}")
         if self.tile_size % 2 ** (len(self.layers) - 1):
@@ -217,14 +221,15 @@ class TrainConfig:
 
 
 def _take_from_init(config: TrainConfig) -> None:
-    """Set the ``layers``, ``norm`` and ``pixel_size`` that ``config`` leaves out to its ``init`` model's; an
-    explicit ``layers`` or ``norm`` that differs from the model's is an error naming both."""
+    """Set the ``layers``, ``norm``, ``mlp_width`` and ``pixel_size`` that ``config`` leaves out to its ``init``
+    model's; an explicit ``layers``, ``norm`` or ``mlp_width`` that differs from the model's is an error naming
+    both."""
     from instanseg_scnp.upstream.finetune import check_architecture, load_initial_weights
 
     initial = load_initial_weights(config.init)
-    check_architecture(initial, layers=config.layers, norm=config.norm)
-    object.__setattr__(config, "layers", initial.architecture["layers"])
-    object.__setattr__(config, "norm", initial.architecture["norm"])
+    check_architecture(initial, layers=config.layers, norm=config.norm, mlp_width=config.mlp_width)
+    for name in ("layers", "norm", "mlp_width"):
+        object.__setattr__(config, name, initial.architecture[name])
     if config.pixel_size is None:
         object.__setattr__(config, "pixel_size", initial.pixel_size)
 

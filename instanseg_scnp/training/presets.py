@@ -13,7 +13,7 @@
     Upstream InstanSeg's ``scripts/train.py`` defaults (instanseg-torch 0.1.2):
     ``l1_distance`` seed and ``lovasz_hinge`` mask loss, Adam at 1e-3 without a
     schedule, batch 3, 256 px tiles, 10 hotstart epochs, 128 px crops around each
-    seed, a 32-64-128-256 UNet, 500 epochs of 1,000 tiles. The test suite checks
+    seed, a 32-64-128-256 UNet, a pixel classifier 5 wide, 500 epochs of 1,000 tiles. The test suite checks
     these against upstream's own argument parser.
 ``paper``
     ``upstream`` with what the SCNP authors ship for InstanSeg
@@ -38,14 +38,14 @@ _SCNP = {"scnp": "mask", "scnp_window": 3, "scnp_mode": "penalized"}
 _UPSTREAM = {
     "epochs": 500, "epoch_length": 1000, "batch_size": 3, "tile_size": 256, "lr": 1e-3, "lr_schedule": "constant",
     "seed_loss": "l1_distance", "mask_loss": "lovasz_hinge", "hotstart": 10, "layers": (32, 64, 128, 256),
-    "window_size": 128, "norm": "BATCH", **_SCNP,
+    "window_size": 128, "norm": "BATCH", "mlp_width": 5, **_SCNP,
 }
 
 PRESETS: dict[str, dict[str, object]] = {
     "demo": {
         "epochs": 22, "epoch_length": 96, "batch_size": 4, "tile_size": 128, "lr": 3e-3, "lr_schedule": "cosine",
         "seed_loss": "l1_distance", "mask_loss": "dice_loss", "hotstart": 2, "layers": (16, 32, 64, 128),
-        "window_size": 64, "norm": "INSTANCE", **_SCNP,
+        "window_size": 64, "norm": "INSTANCE", "mlp_width": 5, **_SCNP,
     },
     "upstream": _UPSTREAM,
     "paper": {**_UPSTREAM, "mask_loss": "cedice", **_SCNP},

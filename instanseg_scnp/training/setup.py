@@ -43,7 +43,6 @@ from instanseg_scnp.upstream import (
 logger = logging.getLogger(__name__)
 
 N_SIGMA = 2
-MLP_WIDTH = 5
 RESUMABLE = ("device", "workers")
 """Settings a resumed run may change: they do not change the result."""
 
@@ -136,7 +135,7 @@ def set_up(config: TrainConfig, process: distributed.Process, *, out: Path, over
     # a resumed run takes its weights from its checkpoint, not from --init
     initial = load_initial_weights(config.init) if config.init is not None and not resuming else None
     if initial is not None:
-        check_architecture(initial, layers=config.layers, norm=config.norm)
+        check_architecture(initial, layers=config.layers, norm=config.norm, mlp_width=config.mlp_width)
     dataset = open_dataset(config.data, root=config.data_root)
     eval_split = "Test" if "Test" in dataset else "Validation"
     pixel_size = config.pixel_size or common_pixel_size(dataset)
@@ -178,7 +177,7 @@ def _build_model(config: TrainConfig, arguments: dict, loss_fn: torch.nn.Module,
     the ``--init`` model (the loss shares the pixel classifier, so it gets the source's too)."""
     torch.manual_seed(config.seed)
     model = build_model({**arguments, "layers": config.layers})
-    model = loss_fn.initialize_pixel_classifier(model, MLP_width=MLP_WIDTH)
+    model = loss_fn.initialize_pixel_classifier(model, MLP_width=config.mlp_width)
     if initial is not None:
         initialize_model(model, initial)
     return model.to(device)
@@ -190,7 +189,7 @@ def _model_arguments(config: TrainConfig, losses: tuple[str, str], pixel_size: f
         "model_str": "InstanSeg_UNet", "dim_in": 3, "n_sigma": N_SIGMA, "dim_out": 2 + N_SIGMA + 1,
         "dim_coords": 2, "dim_seeds": 1, "layers": str(list(config.layers)), "norm": config.norm,
         "dropprob": 0.0, "multihead": False, "cells_and_nuclei": False, "target_segmentation": "N",
-        "feature_engineering": "0", "mlp_width": MLP_WIDTH, "channel_invariant": False,
+        "feature_engineering": "0", "mlp_width": config.mlp_width, "channel_invariant": False,
         "requested_pixel_size": pixel_size if pixel_size is not None else float("nan"),
         "seed_loss_fn": losses[0], "binary_loss_fn": losses[1], "window_size": config.window_size,
         "loss_function": "instanseg_loss", "rng_seed": config.seed, "tile_size": config.tile_size,

@@ -46,9 +46,10 @@ logger = logging.getLogger(__name__)
 RDF = "rdf.yaml"
 """The description file of a bioimage.io model package."""
 
-SUPPORTED_ARCHITECTURE = {"model_str": "InstanSeg_UNet", "dim_in": 3, "n_sigma": 2, "dim_out": 5, "mlp_width": 5,
+SUPPORTED_ARCHITECTURE = {"model_str": "InstanSeg_UNet", "dim_in": 3, "n_sigma": 2, "dim_out": 5,
                           "cells_and_nuclei": False}
-"""What ``instanseg-scnp train`` builds besides ``layers`` and ``norm``: a source must have the same."""
+"""What ``instanseg-scnp train`` builds besides ``layers``, ``norm`` and ``mlp_width``: a source must have the
+same."""
 
 _CLASSIFIER = "pixel_classifier."
 _NORMS = ("BATCH", "INSTANCE", "None")
@@ -71,7 +72,7 @@ class InitialModel:
     sha256 : str
         SHA-256 of the file given, or for a folder of the weights file read.
     architecture : dict
-        ``layers`` (tuple), ``norm`` and the keys of :data:`SUPPORTED_ARCHITECTURE`.
+        ``layers`` (tuple), ``norm``, ``mlp_width`` and the keys of :data:`SUPPORTED_ARCHITECTURE`.
     pixel_size : float or None
         The pixel size (µm) the model works at.
     network_state, classifier_state : dict
@@ -131,15 +132,18 @@ def _load(path: str, mtime_ns: int, size: int, given: str) -> InitialModel:
 
 
 def check_architecture(initial: InitialModel, *, layers: tuple[int, ...] | None = None,
-                       norm: str | None = None) -> None:
-    """Raise :class:`InitError` naming both values if an explicit ``layers`` or ``norm`` differs from the source's."""
-    for name, given in (("layers", None if layers is None else tuple(layers)), ("norm", norm)):
+                       norm: str | None = None, mlp_width: int | None = None) -> None:
+    """Raise :class:`InitError` naming both values if an explicit ``layers``, ``norm`` or ``mlp_width`` differs
+    from the source's."""
+    for name, given in (("layers", None if layers is None else tuple(layers)), ("norm", norm),
+                        ("mlp_width", mlp_width)):
         if given is not None and given != initial.architecture[name]:
             shown = " ".join(map(str, given)) if name == "layers" else given
             source = initial.architecture[name]
             source = " ".join(map(str, source)) if name == "layers" else source
-            raise InitError(f"--{name} {shown} differs from the --init model's {name} {source} "
-                            f"({initial.source}); leave --{name} out to take the source's")
+            flag = "--" + name.replace("_", "-")
+            raise InitError(f"{flag} {shown} differs from the --init model's {name} {source} "
+                            f"({initial.source}); leave {flag} out to take the source's")
 
 
 def initialize_model(model: torch.nn.Module, initial: InitialModel) -> torch.nn.Module:

@@ -14,6 +14,7 @@ from instanseg_scnp.training.config import upgrade_saved
         ({"epochs": 0}, "epochs must be an int >= 1, got 0"),
         ({"batch_size": 2.5}, "batch_size must be an int >= 1, got 2.5"),
         ({"workers": -1}, "workers must be an int >= 0"),
+        ({"mlp_width": 0}, "mlp_width must be an int >= 1, got 0"),
         ({"scnp_window": 4}, "scnp_window must be a positive odd int, got 4"),
         ({"scnp_window": -3}, "scnp_window must be a positive odd int"),
         ({"scnp_window": "big"}, "scnp_window must be a positive odd int, got 'big'"),
@@ -90,6 +91,7 @@ def test_upstream_preset_is_upstreams_train_script():
     assert list(config.layers) == json.loads(defaults.layers)
     assert config.window_size == defaults.window_size
     assert config.norm == defaults.norm
+    assert config.mlp_width == defaults.mlp_width
     assert config.grad_clip == defaults.clip
     assert config.pixel_size == defaults.requested_pixel_size
 

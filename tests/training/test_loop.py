@@ -34,7 +34,7 @@ def tiny_config(data, out, **settings):
 @pytest.fixture(scope="module")
 def finished_run(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
-    return train(tiny_config(tiny_data, out, scnp="mask+seed", scnp_window=5))
+    return train(tiny_config(tiny_data, out, scnp="mask+seed", scnp_window=5, mlp_width=7))
 
 
 def test_run_directory_has_upstreams_layout_and_our_logs(finished_run):
@@ -68,6 +68,7 @@ def test_best_weights_are_the_best_main_epoch_and_upstream_rebuilds_them(finishe
     assert best["epoch"] == finished_run.best_epoch and best["f1_score"] == pytest.approx(finished_run.best_f1)
     model, arguments = load_model(folder="", path=str(finished_run.run_dir))  # upstream's loader
     assert arguments["binary_loss_fn"] == "scnp-w5_dice_loss" and arguments["pixel_size"] == 0.5
+    assert int(arguments["mlp_width"]) == 7 and model.pixel_classifier.fc1.out_features == 7  # --mlp-width, rebuilt
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, best["model_state_dict"][name]), name
 

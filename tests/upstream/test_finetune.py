@@ -98,6 +98,7 @@ def test_finetuned_run_exports_a_model_upstream_loads(sources, cells, tmp_path):
     result = instanseg_scnp.train(init=sources["run_dir"], out=tmp_path / "fine", **TINY)
     saved = json.loads((result.run_dir / CONFIG).read_text())
     assert saved["config"]["layers"] == [8, 16] and saved["config"]["norm"] == "INSTANCE"  # not the preset's
+    assert saved["config"]["mlp_width"] == 5
     assert saved["config"]["init"] == str(sources["run_dir"])
     assert saved["derived"]["init"]["sha256"] == _sha256(sources["run_dir"] / BEST_WEIGHTS)
     labels = instanseg_scnp.segment(instanseg_scnp.load_model(result.model_path), cells[0], pixel_size=0.5)
@@ -107,6 +108,7 @@ def test_finetuned_run_exports_a_model_upstream_loads(sources, cells, tmp_path):
 @pytest.mark.parametrize(("flags", "message"), [
     ({"layers": (16, 32)}, r"--layers 16 32 differs from the --init model's layers 8 16"),
     ({"norm": "BATCH"}, r"--norm BATCH differs from the --init model's norm INSTANCE"),
+    ({"mlp_width": 10}, r"--mlp-width 10 differs from the --init model's mlp_width 5"),
 ])
 def test_explicit_architecture_that_differs_names_both(sources, flags, message):
     from instanseg_scnp.training import TrainConfig
@@ -120,8 +122,8 @@ def test_explicit_settings_are_checked_when_the_run_starts(sources, tmp_path):
     from instanseg_scnp.training.distributed import start
     from instanseg_scnp.training.setup import set_up
 
-    # all three given: the config does not read the source; the run does before writing anything
-    config = TrainConfig(init=str(sources["folder"]), layers=(8, 32), norm="INSTANCE", pixel_size=0.5,
+    # all four given: the config does not read the source; the run does before writing anything
+    config = TrainConfig(init=str(sources["folder"]), layers=(8, 32), norm="INSTANCE", mlp_width=5, pixel_size=0.5,
                          out=tmp_path / "run", **TINY)
     with pytest.raises(InitError, match=r"--layers 8 32 differs from the --init model's layers 8 16"):
         set_up(config, start("cpu"), out=config.out, overwrite=False, resuming=False)
