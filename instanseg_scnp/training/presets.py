@@ -9,15 +9,15 @@
     channel leaves through a BatchNorm whose one scale Adam grows by about the
     learning rate per step, too slowly in a few hundred steps to reach the
     distance target's ±7.5. The pixel classifier is 10 wide, twice upstream's: at
-    upstream's 5 it stayed near its initialization in one seed of five in this budget
-    (its instance masks spilled over the neighbours, F1@0.5 0.33); at 10 every seed of
-    five trains (docs/training.md).
+    upstream's 5 it learned little in one seed of five in this budget (its instance
+    masks spilled over the neighbours, F1@0.5 0.33); at 10 every seed of five trains
+    (docs/training.md).
 ``upstream``
     Upstream InstanSeg's ``scripts/train.py`` defaults (instanseg-torch 0.1.2):
     ``l1_distance`` seed and ``lovasz_hinge`` mask loss, Adam at 1e-3 without a
     schedule, batch 3, 256 px tiles, 10 hotstart epochs, 128 px crops around each
-    seed, a 32-64-128-256 UNet, a pixel classifier 5 wide, 500 epochs of 1,000 tiles. The test suite checks
-    these against upstream's own argument parser.
+    seed, a 32-64-128-256 UNet, a pixel classifier 5 wide, 500 epochs of 1,000
+    tiles. The test suite checks these against upstream's own argument parser.
 ``paper``
     ``upstream`` with what the SCNP authors ship for InstanSeg
     (``SCNP/experiments/InstanSeg`` in jmlipman/SCNP-SameClassNeighborPenalization):
