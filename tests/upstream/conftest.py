@@ -8,12 +8,16 @@ import pytest
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
-    """A finished run directory with a real exported model (seconds of training: few, rough cells)."""
+    """A finished run directory with a real exported model (seconds of training: few, rough cells).
+
+    Its architecture is given in full (upstream's 5-wide pixel classifier, not the demo preset's 10), so that
+    the tests that read it do not change with the demo recipe.
+    """
     import instanseg_scnp
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     instanseg_scnp.train(out=out, epochs=2, hotstart=1, epoch_length=8, tile_size=64, layers=(8, 16),
-                         window_size=32, device="cpu")
+                         mlp_width=5, window_size=32, device="cpu")
     return out
 
 

@@ -36,7 +36,7 @@ def batch_norm_model(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("models") / "tiny-batch-norm"
     instanseg_scnp.train(out=out, epochs=4, hotstart=1, epoch_length=16, tile_size=64, layers=(8, 16),
-                         window_size=32, device="cpu", norm="BATCH")
+                         mlp_width=5, window_size=32, device="cpu", norm="BATCH")
     return load_model(out)
 
 
