@@ -88,12 +88,14 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
-    """A run directory with a real exported model, trained for seconds on the built-in synthetic cells."""
+    """A run directory with a real exported model, trained for seconds on the built-in synthetic cells (its
+    architecture given in full, upstream's 5-wide pixel classifier included, so that it does not change with
+    the demo recipe)."""
     import instanseg_scnp
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     instanseg_scnp.train(out=out, epochs=2, hotstart=1, epoch_length=8, tile_size=64, layers=(8, 16),
-                         window_size=32, device="cpu")
+                         mlp_width=5, window_size=32, device="cpu")
     return out
 
 
