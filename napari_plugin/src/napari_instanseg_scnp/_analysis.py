@@ -127,7 +127,7 @@ def analyse_steps(inputs: Inputs, *, progress: Callable[[int, int], None] | None
         prediction = output.labels
         thresholds = {"seed map": output.seed_threshold, "instance masks": output.mask_threshold}
         if gt is not None:
-            _check_shape(gt, output.seed_logits.shape)
+            check_ground_truth(gt, output.seed_logits.shape)
             penalties["seed map"] = map_penalty(output.seed_logits, gt).prepare()
             penalties["instance masks"] = crop_penalty(output.crops, output.mask_logits, output.pick, gt).prepare()
     else:
@@ -135,7 +135,7 @@ def analyse_steps(inputs: Inputs, *, progress: Callable[[int, int], None] | None
         logits, thresholds = {"logits": z}, {"logits": 0.0}
         prediction = labels_from_logits(z)
         if gt is not None:
-            _check_shape(gt, z.shape)
+            check_ground_truth(gt, z.shape)
             penalties["logits"] = map_penalty(z, gt).prepare()
     yield "penalties ready"
     prediction_features = shape_features(prediction)
@@ -154,10 +154,6 @@ def check_ground_truth(labels: np.ndarray, shape: tuple[int, ...] | None = None,
                             shape_of="the image", allow_unannotated=True)
     except (TypeError, ValueError) as error:
         raise InputError(f"{error}: choose a Labels layer of this image") from error
-
-
-def _check_shape(gt: np.ndarray, shape: tuple[int, ...]) -> None:
-    check_ground_truth(gt, shape)
 
 
 def run_to_end(steps: Generator[str, None, T]) -> T:
