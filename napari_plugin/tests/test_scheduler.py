@@ -18,13 +18,11 @@ from napari_instanseg_scnp._compute import WindowCache, crop_penalty, map_penalt
 from napari_instanseg_scnp._scheduler import (
     FEATURES,
     LAYERS,
-    SAMPLES,
     Job,
     WindowScheduler,
     run_job,
     window_features,
     window_layers,
-    window_samples,
 )
 
 WINDOWS = range(1, 16, 2)
@@ -162,43 +160,6 @@ def test_a_failed_stage_is_not_retried_until_its_key_is_requested_again():
     assert scheduler.next_job().key == key
 
 
-def test_samples_come_first_for_the_wanted_key_when_its_layers_are_not_cached_and_are_never_cached():
-    scheduler = WindowScheduler(WINDOWS, prefetch=True)
-    assert scheduler.request(("seed map", 5), step=3) is None
-    job = scheduler.next_job()
-    assert (job.key, job.stage, job.step) == (("seed map", 5), SAMPLES, 3)
-    assert scheduler.finished(job, layers_of(job.key)) is True  # shown now
-    assert scheduler.result(("seed map", 5)) is None  # but not cached
-    started = drain(scheduler)
-    assert started[:2] == [(("seed map", 5), LAYERS), (("seed map", 5), FEATURES)]
-    assert SAMPLES not in {stage for _, stage in started}  # the prefetched windows are not sampled
-    assert scheduler.request(("seed map", 7), step=3) is not None  # cached: shown at once, nothing to sample
-    assert scheduler.next_job() is None
-    scheduler.cache.clear()  # dropped: sampled again when asked for again
-    scheduler.request(("seed map", 7), step=3)
-    assert scheduler.next_job().stage == SAMPLES
-
-
-def test_samples_of_a_key_no_longer_wanted_are_not_shown_and_a_step_of_one_takes_none():
-    scheduler = WindowScheduler(WINDOWS, prefetch=False)
-    scheduler.request(("seed map", 3), step=2)
-    job = scheduler.next_job()
-    scheduler.request(("seed map", 9), step=2)
-    assert scheduler.finished(job, layers_of(job.key)) is False
-    assert drain(scheduler) == [(("seed map", 9), SAMPLES), (("seed map", 9), LAYERS), (("seed map", 9), FEATURES)]
-    scheduler.request(("seed map", 11))
-    assert drain(scheduler) == [(("seed map", 11), LAYERS), (("seed map", 11), FEATURES)]
-
-
-def test_failed_samples_are_not_told_and_the_layers_follow():
-    scheduler = WindowScheduler(WINDOWS, prefetch=False)
-    scheduler.request(("instance masks", 3), step=2)
-    job = scheduler.next_job()
-    assert job.stage == SAMPLES
-    assert scheduler.failed(job) is False
-    assert scheduler.next_job().stage == LAYERS
-
-
 def test_only_the_running_job_can_be_reported():
     scheduler = WindowScheduler(WINDOWS)
     scheduler.request(("seed map", 3))
@@ -258,12 +219,12 @@ def test_window_layers_equal_a_brute_force_loop(window, unannotated, small_block
 
 @pytest.mark.parametrize("window", [3, 9, (5, 11)])
 @pytest.mark.parametrize("step", [2, 3])
-def test_window_samples_equal_a_brute_force_loop_at_the_samples(window, step, small_blocks):
+def test_penalty_samples_equal_a_brute_force_loop_at_the_samples(window, step, small_blocks):
     rng = np.random.default_rng(4)
     z = rng.normal(size=(23, 19)).astype(np.float32)
     gt = (rng.random(z.shape) < 0.4).astype(np.int32) * rng.integers(1, 4, z.shape).astype(np.int32)
     gt[rng.random(z.shape) < 0.15] = -1
-    z_tilde, difference = window_samples(map_penalty(z, gt), window, step)
+    z_tilde, difference = map_penalty(z, gt).sample(window, step)
     expected = brute_force_scnp(z, gt > 0, window, gt < 0)
     np.testing.assert_array_equal(z_tilde, expected[::step, ::step])
     np.testing.assert_array_equal(difference, (z - expected)[::step, ::step])
@@ -359,11 +320,7 @@ def test_run_job_runs_each_stage_on_the_analysis():
     z = (np.random.default_rng(0).normal(size=gt.shape) + 2 * (gt > 0) - 1).astype(np.float32)
     analysis = analyse(Inputs(image=z, ground_truth=gt))
     scheduler = WindowScheduler(WINDOWS, prefetch=False)
-    scheduler.request(("logits", 5), step=2)
-    samples = scheduler.next_job()
-    np.testing.assert_array_equal(run_job(samples, analysis, gt)[1], window_layers(analysis.penalties["logits"], 5)
-                                  [1][::2, ::2])
-    assert scheduler.finished(samples, run_job(samples, analysis, gt))
+    scheduler.request(("logits", 5))
     layers = scheduler.next_job()
     result = run_job(layers, analysis, gt)
     with torch.no_grad():

@@ -90,12 +90,11 @@ def test_logit_layer_end_to_end(qtbot, inspector, cells, notifications):
     assert widget._histogram.axes.get_xlabel() == "circularity per cell"
 
 
-def test_a_large_map_zoomed_out_shows_one_pixel_per_screen_pixel_first_then_every_pixel(
-        qtbot, inspector, cells, monkeypatch):
+def test_a_large_map_shows_samples_at_once_then_every_pixel_from_the_worker(qtbot, inspector, cells, monkeypatch):
     viewer, widget = inspector
     z, gt = add_cells(viewer, cells)
     viewer.layers["logits"].scale = (2, 2)  # the samples' scale is a multiple of the image's
-    monkeypatch.setattr(_widget, "SAMPLE_MIN_PIXELS", z.size)  # this map counts as large
+    monkeypatch.setattr(_widget, "SAMPLE_BUDGET", z.size // 2)  # this map is over the budget: every 2nd pixel fits
     widget.prefetch = False
     widget.run(image="logits", ground_truth="ground truth")
     widget.wait(TIMEOUT_S)
@@ -103,19 +102,33 @@ def test_a_large_map_zoomed_out_shows_one_pixel_per_screen_pixel_first_then_ever
     seen = []
     widget.samples_shown.connect(lambda target, window: seen.append(
         (window, difference.data.copy(), tuple(difference.scale), difference.name, widget.shown)))
-    _widget._camera(viewer).zoom = 1 / 7  # screen pixels per world unit: 3.5 image pixels (2 units each) per screen pixel
-    show_window(qtbot, widget, 7)
-    expected = scnp(torch.from_numpy(z)[None, None], torch.from_numpy(gt > 0)[None, None], 7)[0, 0].numpy()
-    assert len(seen) == 1
-    window, data, scale, name, shown = seen[0]
+
+    def change_window(window, zoom):
+        """Samples (if any) on screen when the slider's change returns, before the worker; then every pixel."""
+        _widget._camera(viewer).zoom = zoom  # screen pixels per world unit (an image pixel is 2 units)
+        count = len(seen)
+        widget.window = window
+        sampled = seen[count:]
+        qtbot.waitUntil(lambda: widget.shown == ("logits", window), timeout=TIMEOUT_S * 1000)
+        expected = scnp(torch.from_numpy(z)[None, None], torch.from_numpy(gt > 0)[None, None], window)[0, 0].numpy()
+        assert tuple(difference.scale) == (2, 2)  # every pixel, at the image's scale
+        np.testing.assert_array_equal(difference.data, z - expected)
+        return sampled, expected
+
+    # zoomed out, 3.5 image pixels per screen pixel: the screen's step (3) is coarser than the budget's (2)
+    sampled, expected = change_window(7, 1 / 7)
+    assert len(sampled) == 1
+    window, data, scale, name, shown = sampled[0]
     assert (window, scale, name, shown) == (7, (6, 6), "z−z~ w7", None)
     np.testing.assert_array_equal(data, (z - expected)[::3, ::3])
-    assert tuple(difference.scale) == (2, 2)  # then every pixel, at the image's scale
-    np.testing.assert_array_equal(difference.data, z - expected)
-
-    _widget._camera(viewer).zoom = 1  # zoomed in (2 screen pixels per image pixel): every pixel at once
-    show_window(qtbot, widget, 9)
-    assert len(seen) == 1
+    # zoomed in, 2 screen pixels per image pixel: still every 2nd pixel first, what the budget allows
+    sampled, expected = change_window(9, 1)
+    assert [(window, scale) for window, _, scale, _, _ in sampled] == [(9, (4, 4))]
+    np.testing.assert_array_equal(sampled[0][1], (z - expected)[::2, ::2])
+    # a map within the budget: every pixel at once, from the worker, no samples
+    monkeypatch.setattr(_widget, "SAMPLE_BUDGET", z.size)
+    sampled, _ = change_window(11, 1 / 7)
+    assert sampled == []
 
 
 def test_a_new_window_takes_the_previous_windows_penalties_out_of_the_features_until_its_own_are_in(

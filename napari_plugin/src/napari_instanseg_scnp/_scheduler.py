@@ -1,11 +1,9 @@
 r"""Which SCNP window the inspector computes next, and what it shows of a result: pure Python, no napari or Qt.
 
 A window of a map (a key, ``(map, window)``) is computed in stages, so that the
-screen does not wait for the cell tables:
+screen does not wait for the cell tables (a large map's first samples are the
+widget's, computed on the main thread, not here):
 
-0. :data:`SAMPLES` (only when asked for, with a step > 1): :math:`\tilde z` and
-   :math:`z - \tilde z` at every step-th pixel (:func:`window_samples`), what a
-   zoomed-out screen shows of a large map, on screen first and never cached;
 1. :data:`LAYERS`: :math:`\tilde z` and :math:`z - \tilde z` (:func:`window_layers`),
    what the two SCNP image layers show;
 2. :data:`FEATURES`: each predicted and ground-truth cell's SCNP penalty
@@ -16,7 +14,7 @@ screen does not wait for the cell tables:
 in a thread worker, and reports each one back::
 
     scheduler.reset()                           # a new analysis
-    cached = scheduler.request(("seed map", 5), step=2)  # the slider moved: show `cached` now unless None
+    cached = scheduler.request(("seed map", 5))  # the slider moved: show `cached` now unless None
     job = scheduler.next_job()                  # None while a job runs, or when nothing is left to do
     result = run_job(job, analysis)              # in the worker thread
     if scheduler.finished(job, result):         # back in the main thread: show it
@@ -30,8 +28,7 @@ the features tables' rows; the ground truth's empty without one).
 Rules: one job runs at a time; while it runs, only the latest requested key waits
 (keys requested in between are never started); a result of an older generation
 (from before the last :meth:`~WindowScheduler.reset`) is dropped, neither cached nor
-shown. The wanted key's samples come first (if asked for and its layers are not
-cached), then its layers, then its features; then, with
+shown. The wanted key's layers come first, then its features; then, with
 ``prefetch``, the layers of the map's other windows, nearest first (ties: the
 smaller window), then their features in the same order, each once per generation.
 """
@@ -49,11 +46,8 @@ from napari_instanseg_scnp._compute import Penalty, WindowCache, penalty_column
 if TYPE_CHECKING:
     from napari_instanseg_scnp._analysis import Analysis
 
-__all__ = ["FEATURES", "LAYERS", "SAMPLES", "Job", "WindowScheduler", "run_job", "window_features", "window_layers",
-           "window_samples"]
+__all__ = ["FEATURES", "LAYERS", "Job", "WindowScheduler", "run_job", "window_features", "window_layers"]
 
-SAMPLES = 0
-"""Stage 0: z~ and z - z~ at every step-th pixel, on screen before stage 1."""
 LAYERS = 1
 """Stage 1: z~ and z - z~, what the screen needs."""
 FEATURES = 2
@@ -65,23 +59,16 @@ Key = tuple[Hashable, int]
 
 @dataclass(frozen=True, eq=False)
 class Job:
-    """One computation to run: ``stage`` (:data:`SAMPLES`, :data:`LAYERS` or :data:`FEATURES`) of ``key``.
+    """One computation to run: ``stage`` (:data:`LAYERS` or :data:`FEATURES`) of ``key``.
 
     A features job carries the ``(z~, z - z~)`` it measures in ``layers``, so it
-    runs even if the cache has dropped them meanwhile; a layers job has None. A
-    samples job takes every ``step``-th pixel.
+    runs even if the cache has dropped them meanwhile; a layers job has None.
     """
 
     generation: int
     key: Key
     stage: int
     layers: tuple[np.ndarray, np.ndarray] | None = None
-    step: int = 1
-
-
-def window_samples(penalty: Penalty, window: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-    r"""Stage 0 (in a worker thread): :math:`\tilde z` and :math:`z - \tilde z` at every ``step``-th pixel."""
-    return penalty.sample(window, step)
 
 
 def window_layers(penalty: Penalty, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,11 +95,8 @@ def window_features(analysis: Analysis, difference: np.ndarray, window: int,
 
 
 def run_job(job: Job, analysis: Analysis, ground_truth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``job`` on ``analysis`` (in a worker thread): :func:`window_samples`, :func:`window_layers` or
-    :func:`window_features`."""
+    """Run ``job`` on ``analysis`` (in a worker thread): :func:`window_layers` or :func:`window_features`."""
     target, window = job.key
-    if job.stage == SAMPLES:
-        return window_samples(analysis.penalties[target], window, job.step)
     if job.stage == LAYERS:
         return window_layers(analysis.penalties[target], window)
     return window_features(analysis, job.layers[1], window, ground_truth)
@@ -146,7 +130,6 @@ class WindowScheduler:
         self.prefetch = prefetch
         self.generation = 0
         self.wanted: Key | None = None
-        self.step = 1
         self.running: Job | None = None
         self._done: set[tuple[Key, int]] = set()
         self._failed: set[tuple[Key, int]] = set()
@@ -163,15 +146,14 @@ class WindowScheduler:
         self._done.clear()
         self._failed.clear()
 
-    def request(self, key: Key, step: int = 1) -> tuple[np.ndarray, ...] | None:
+    def request(self, key: Key) -> tuple[np.ndarray, ...] | None:
         """Make ``key`` the wanted one; its cached result (show it now), or None (a job will compute it).
 
-        A result of 2 arrays has no features yet: a stage-2 job follows. With ``step``
-        > 1, a key whose layers are not cached is first sampled at every ``step``-th
-        pixel (:data:`SAMPLES`). Requesting a key retries its stages that failed.
+        A result of 2 arrays has no features yet: a stage-2 job follows. Requesting a
+        key retries its stages that failed.
         """
-        self.wanted, self.step = key, int(step)
-        stages = {(key, SAMPLES), (key, LAYERS), (key, FEATURES)}
+        self.wanted = key
+        stages = {(key, LAYERS), (key, FEATURES)}
         self._failed.difference_update(stages)
         cached = self.result(key)
         if cached is None or len(cached) == 2:  # dropped from the cache: compute it again
@@ -198,15 +180,12 @@ class WindowScheduler:
 
         A result of the current generation is cached (features join their key's
         layers), and is to be shown if its key is the wanted one; a result of an
-        older generation is dropped (False). Samples are never cached, and shown only
-        while their key is wanted and its layers are not in.
+        older generation is dropped (False).
         """
         self._release(job)
         if job.generation != self.generation:
             return False
         self._done.add((job.key, job.stage))
-        if job.stage == SAMPLES:
-            return job.key == self.wanted and job.key not in self.cache
         if job.stage == LAYERS:
             self.cache.put(job.key, tuple(result))
         else:
@@ -221,13 +200,12 @@ class WindowScheduler:
         """Report that the running ``job`` raised; True if it is of the current generation (tell the user).
 
         That stage of that key is not tried again until the key is requested again.
-        Failed samples are not told: the layers follow.
         """
         self._release(job)
         if job.generation != self.generation:
             return False
         self._failed.add((job.key, job.stage))
-        return job.stage != SAMPLES
+        return True
 
     def _release(self, job: Job) -> None:
         if job is not self.running:
@@ -239,9 +217,6 @@ class WindowScheduler:
         # window the cache drops is not recomputed in the background, so that a cache too small for
         # every window cannot keep the prefetch going round in circles.
         target, window = key = self.wanted
-        if (self.step > 1 and key not in self.cache and (key, SAMPLES) not in self._done
-                and (key, SAMPLES) not in self._failed):
-            return Job(self.generation, key, SAMPLES, step=self.step)
         keys = [key]
         if self.prefetch:
             keys += [(target, w) for w in sorted(self.windows, key=lambda w: (abs(w - window), w)) if w != window]

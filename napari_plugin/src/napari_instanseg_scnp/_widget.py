@@ -20,6 +20,7 @@ Scripts and tests drive it through :meth:`SCNPInspector.run`, :attr:`~SCNPInspec
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -60,7 +61,7 @@ from napari_instanseg_scnp._histogram import ShapeHistogram
 from napari_instanseg_scnp._layers import LayerManager
 from napari_instanseg_scnp._models import GROUND_TRUTH, HISTOGRAM_COLUMNS, ModelComparison, compare_models_steps
 from napari_instanseg_scnp._sample_data import MODEL_METADATA_KEY
-from napari_instanseg_scnp._scheduler import SAMPLES, WindowScheduler, run_job
+from napari_instanseg_scnp._scheduler import WindowScheduler, run_job
 from napari_instanseg_scnp._tasks import BackgroundTask
 from napari_instanseg_scnp._views import (
     CELL_ROLES,
@@ -87,10 +88,16 @@ AUTO_TILE_SIDE = 1024
 """With tiles "auto", images with a side above this run tile by tile, in tiles of :data:`AUTO_TILE_SIZE`."""
 AUTO_TILE_SIZE = 1024
 TILE_CHOICES = ("auto", "whole image", "512", "1024", "2048")
-SAMPLE_MIN_PIXELS = 1024 * 1024
-"""A window of a map with at least this many pixels is shown first at every ``step``-th pixel when the view is
-zoomed out (``step`` = image pixels per screen pixel, at most :data:`MAX_SAMPLE_STEP`), then at every pixel."""
-MAX_SAMPLE_STEP = 4
+SAMPLE_BUDGET = 1024 * 1024
+"""Most pixels of a map computed on the main thread when the window changes (about 15-25 ms on two cores).
+
+A window of a larger map is shown first at every ``step``-th pixel, computed at once
+on the main thread: the smallest step whose samples fit this budget, or the screen's
+own (image pixels per screen pixel) where that is coarser. Every pixel follows from
+the worker. Computing the samples where they are painted matters: in a worker thread
+the same samples took two to three times as long, waiting for Python's GIL while Qt
+painted the moved slider.
+"""
 
 PENALTY_COLORMAP = "magma"
 COLOR_COLUMNS = ("roundness", "circularity", PENALTY_COLUMN)
@@ -385,18 +392,26 @@ class SCNPInspector(Container):
         if analysis is None or self._penalize.value not in analysis.penalties:
             return
         key = (self._penalize.value, int(self._window.value))
-        cached = self._scheduler.request(key, step=self._sample_step(key[0]))
+        cached = self._scheduler.request(key)
         if cached is not None:
             self._show(key, cached)
+        else:
+            step = self._sample_step(key[0])
+            if step > 1:
+                self._show_samples(key, self._analysis.penalties[key[0]].sample(key[1], step), step)
         self._pump()
 
     def _sample_step(self, target: str) -> int:
-        """Image pixels per screen pixel (1 to :data:`MAX_SAMPLE_STEP`) for a large map that can be sampled, else 1."""
+        """The step of a map's first samples (:data:`SAMPLE_BUDGET`); 1 for a map within the budget or of crops."""
         penalty = self._analysis.penalties[target]
-        if not penalty.can_sample or penalty.shown.size < SAMPLE_MIN_PIXELS:
+        if not penalty.can_sample or penalty.shown.size <= SAMPLE_BUDGET:
             return 1
+        height, width = penalty.shown.shape
+        step = math.ceil(math.sqrt(height * width / SAMPLE_BUDGET))
+        while -(-height // step) * -(-width // step) > SAMPLE_BUDGET:
+            step += 1
         screen_per_pixel = _camera(self._viewer).zoom * min(abs(s) for s in self._placement["scale"])
-        return int(np.clip(np.floor(1 / screen_per_pixel), 1, MAX_SAMPLE_STEP)) if screen_per_pixel > 0 else 1
+        return max(step, math.floor(1 / screen_per_pixel)) if screen_per_pixel > 0 else step
 
     def _pump(self) -> None:
         """Start the scheduler's next job if no window worker runs."""
@@ -415,10 +430,7 @@ class SCNPInspector(Container):
     def _on_job(self, job: object, result: tuple) -> None:
         if not self._scheduler.finished(job, result):
             return
-        if job.stage == SAMPLES:
-            self._show_samples(job.key, result, job.step)
-        else:
-            self._show(job.key, self._scheduler.result(job.key))
+        self._show(job.key, self._scheduler.result(job.key))
 
     def _show_samples(self, key: tuple[str, int], result: tuple, step: int) -> None:
         """Put a window's z - z~ at every ``step``-th pixel on screen, each sample covering step x step pixels.
