@@ -1,4 +1,4 @@
-"""Where the package's log records go, in one format for the terminal and for per-run log files."""
+"""Where the package's log records go, in one format for the terminal and for per-run log files; errors in one line."""
 
 from __future__ import annotations
 
@@ -14,3 +14,9 @@ def send_package_logs(handler: logging.Handler, level: int) -> None:
     package.handlers[:] = [handler]
     package.setLevel(level)
     package.propagate = False
+
+
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message`` of ``error``, for one-line messages that wrap it."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__

@@ -6,8 +6,10 @@ Everything this package takes from upstream goes through here: the loss hook
 :mod:`~instanseg_scnp.upstream.mask_losses`, and its batched forward in
 :mod:`~instanseg_scnp.upstream.batched_loss`), the network, augmentations and
 validation score training borrows (:mod:`~instanseg_scnp.upstream.training`),
-TorchScript export (:mod:`~instanseg_scnp.upstream.export`), the weights a
-fine-tuned run starts from (:mod:`~instanseg_scnp.upstream.finetune`) and inference
+TorchScript export (:mod:`~instanseg_scnp.upstream.export`), bioimage.io packages
+(written by :mod:`~instanseg_scnp.upstream.bioimageio`, their weights read by
+:mod:`~instanseg_scnp.upstream.package`), the weights a fine-tuned run starts from
+(:mod:`~instanseg_scnp.upstream.finetune`) and inference
 (:mod:`~instanseg_scnp.upstream.inference`). Upstream itself is imported in
 :mod:`~instanseg_scnp.upstream._compat` only, on first use, with a check that the
 names and signatures used here exist in the installed release.

@@ -22,29 +22,32 @@ pixel classifier); anything else is refused with what differs.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import logging
 import pickle
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import torch
 
 from instanseg_scnp._files import sha256_of
+from instanseg_scnp._logs import first_line
 from instanseg_scnp.data.dataset import is_pixel_size
 from instanseg_scnp.rundir import BEST_WEIGHTS, EXPERIMENT_LOG, TORCHSCRIPT
 from instanseg_scnp.upstream._compat import upstream
 from instanseg_scnp.upstream._quiet import quiet_upstream
+from instanseg_scnp.upstream.package import (
+    RDF,
+    PackageError,
+    is_package_zip,
+    package_folder_weights,
+    package_zip_weights,
+)
 
-__all__ = ["RDF", "SUPPORTED_ARCHITECTURE", "InitError", "InitialModel", "check_architecture", "initialize_model",
+__all__ = ["SUPPORTED_ARCHITECTURE", "InitError", "InitialModel", "check_architecture", "initialize_model",
            "load_initial_weights"]
 
 logger = logging.getLogger(__name__)
-
-RDF = "rdf.yaml"
-"""The description file of a bioimage.io model package."""
 
 SUPPORTED_ARCHITECTURE = {"model_str": "InstanSeg_UNet", "dim_in": 3, "n_sigma": 2, "dim_out": 5,
                           "cells_and_nuclei": False}
@@ -117,7 +120,7 @@ def _load(path: str, mtime_ns: int, size: int, given: str) -> InitialModel:
     source = Path(path)
     if source.is_dir():
         if (source / RDF).is_file():
-            return _from_package_folder(source, given)
+            return _from_package(source, given)
         if (source / BEST_WEIGHTS).is_file() and (source / EXPERIMENT_LOG).is_file():
             return _from_run_dir(source, given)
         if (source / TORCHSCRIPT).is_file():
@@ -125,9 +128,9 @@ def _load(path: str, mtime_ns: int, size: int, given: str) -> InitialModel:
         raise InitError(f"--init {str(source)!r} has no {RDF}, {BEST_WEIGHTS} + {EXPERIMENT_LOG} or {TORCHSCRIPT}: "
                         "give an exported model, a finished run directory or a bioimage.io package")
     if source.name == RDF:
-        return _from_package_folder(source.parent, given)
-    if zipfile.is_zipfile(source) and _holds_rdf(source):  # TorchScript files are zip archives too
-        return _from_package_zip(source, given)
+        return _from_package(source.parent, given)
+    if is_package_zip(source):
+        return _from_package(source, given)
     return _from_torchscript(source, sha256_of(source), given)
 
 
@@ -157,17 +160,6 @@ def initialize_model(model: torch.nn.Module, initial: InitialModel) -> torch.nn.
     return model
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
-
-
-def _holds_rdf(path: Path) -> bool:
-    """Whether the zip archive ``path`` is a bioimage.io package (holds an ``rdf.yaml``)."""
-    with zipfile.ZipFile(path) as archive:
-        return any(PurePosixPath(name).name == RDF for name in archive.namelist())
-
-
 def _from_run_dir(run_dir: Path, given: str) -> InitialModel:
     weights = run_dir / BEST_WEIGHTS
     try:
@@ -175,7 +167,7 @@ def _from_run_dir(run_dir: Path, given: str) -> InitialModel:
             model, arguments = upstream().load_model(folder="", path=str(run_dir), device="cpu")
     except (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as error:
         raise InitError(f"--init: cannot read the model of {str(weights)!r} and {EXPERIMENT_LOG} "
-                        f"({_first_line(error)}); was a file truncated or edited?") from error
+                        f"({first_line(error)}); was a file truncated or edited?") from error
     pixel_size = arguments.get("pixel_size")
     return _initial(model.state_dict(), given, str(weights), sha256_of(weights),
                     pixel_size=float(pixel_size) if is_pixel_size(pixel_size) else None,
@@ -189,7 +181,7 @@ def _from_torchscript(file: Path | io.BytesIO, sha256: str, given: str, name: st
         with quiet_upstream():
             model = torch.jit.load(file, map_location="cpu")
     except (RuntimeError, ValueError, OSError, EOFError) as error:  # what torch raises on a truncated file
-        raise InitError(f"--init {name!r} is not a readable TorchScript model ({_first_line(error)}); was it "
+        raise InitError(f"--init {name!r} is not a readable TorchScript model ({first_line(error)}); was it "
                         "truncated?") from error
     missing = [part for part in ("fcn", "pixel_classifier") if not hasattr(model, part)]
     if missing:
@@ -203,57 +195,16 @@ def _from_torchscript(file: Path | io.BytesIO, sha256: str, given: str, name: st
                     model_str=getattr(model.fcn, "original_name", "InstanSeg_UNet"))
 
 
-def _rdf_weights(text: str, where: str) -> tuple[str, str | None]:
-    """The TorchScript file an ``rdf.yaml`` names (``weights: torchscript: source:``) and its SHA-256, if given."""
-    import yaml
-
+def _from_package(path: Path, given: str) -> InitialModel:
+    """A package folder (its weights file hashed) or ``.zip`` (the zip hashed)."""
     try:
-        rdf = yaml.safe_load(text)
-        entry = rdf["weights"]["torchscript"]
-        source = entry["source"]
-    except (yaml.YAMLError, TypeError, KeyError) as error:
-        raise InitError(f"--init {where!r} names no TorchScript weights (weights: torchscript: source:): "
-                        f"{_first_line(error)}") from error
-    if not isinstance(source, str) or "://" in source:
-        raise InitError(f"--init {where!r}: its TorchScript weights {source!r} are not a file of the package; "
-                        "download the package as a .zip and pass that")
-    return source, entry.get("sha256")
-
-
-def _from_package_folder(folder: Path, given: str) -> InitialModel:
-    rdf = folder / RDF
-    source, expected = _rdf_weights(rdf.read_text(encoding="utf-8"), str(rdf))
-    file = folder / source
-    if not file.is_file():
-        raise InitError(f"--init {str(rdf)!r} names TorchScript weights {source!r}, which {str(file)!r} does not hold")
-    sha256 = sha256_of(file)
-    _check_sha256(str(file), sha256, expected)
-    return _from_torchscript(file, sha256, given)
-
-
-def _from_package_zip(path: Path, given: str) -> InitialModel:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            rdfs = sorted((name for name in archive.namelist() if PurePosixPath(name).name == RDF),
-                          key=lambda name: name.count("/"))
-            source, expected = _rdf_weights(archive.read(rdfs[0]).decode("utf-8"), f"{path}!{rdfs[0]}")
-            member = str(PurePosixPath(rdfs[0]).parent / source).removeprefix("./")
-            try:
-                data = archive.read(member)
-            except KeyError:
-                raise InitError(f"--init {str(path)!r}: its {RDF} names TorchScript weights {source!r}, which "
-                                "the package does not hold") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise InitError(f"--init {str(path)!r} is not a readable bioimage.io package ({_first_line(error)})") \
-            from error
-    _check_sha256(f"{path}!{member}", hashlib.sha256(data).hexdigest(), expected)
-    return _from_torchscript(io.BytesIO(data), sha256_of(path), given, name=f"{path}!{member}")
-
-
-def _check_sha256(name: str, actual: str, expected: str | None) -> None:
-    if expected is not None and actual != expected:
-        raise InitError(f"--init {name!r} has SHA-256 {actual}, but its {RDF} says {expected}; was it truncated "
-                        "or replaced?")
+        if path.is_dir():
+            file = package_folder_weights(path)
+            return _from_torchscript(file, sha256_of(file), given)
+        name, data = package_zip_weights(path)
+    except PackageError as error:
+        raise InitError(f"--init {error}") from error
+    return _from_torchscript(io.BytesIO(data), sha256_of(path), given, name=name)
 
 
 def _initial(state: dict, given: str, file: str, sha256: str, *, pixel_size: float | None, cells_and_nuclei: bool,

@@ -56,6 +56,7 @@ asked before each tile, which stops the run with :class:`Cancelled`.
 from __future__ import annotations
 
 import inspect
+import io
 import logging
 import numbers
 import warnings
@@ -66,10 +67,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from instanseg_scnp._logs import first_line
 from instanseg_scnp.data.dataset import MIN_IMAGE_SIDE
 from instanseg_scnp.rundir import TORCHSCRIPT
 from instanseg_scnp.upstream._compat import upstream
 from instanseg_scnp.upstream._quiet import quiet_upstream
+from instanseg_scnp.upstream.package import RDF, PackageError, is_package_zip, package_folder_weights, package_zip_weights
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +208,9 @@ def _check_tile_size(tile_size: object) -> int:
 
 
 def resolve_model_path(path: str | Path) -> Path:
-    """The TorchScript file for ``path``: a run directory (its ``instanseg.pt``) or a file.
+    """The model file for ``path``: a run directory's ``instanseg.pt``, a bioimage.io package folder's
+    TorchScript file (the one its ``rdf.yaml`` names), or the file given (an exported ``.pt``, or a
+    bioimage.io package ``.zip``, which :func:`load_model` reads the weights from).
 
     Examples
     --------
@@ -216,39 +221,52 @@ def resolve_model_path(path: str | Path) -> Path:
     """
     text = str(path).strip()
     if text in ("", "."):
-        raise ModelError("no model chosen: choose a run directory of `instanseg-scnp train` or an exported "
-                         f"{TORCHSCRIPT}")
+        raise ModelError(f"no model chosen: choose a run directory of `instanseg-scnp train`, an exported "
+                         f"{TORCHSCRIPT} or a bioimage.io package")
     file = Path(text).expanduser()
     if file.is_dir():
+        if (file / RDF).is_file():
+            try:
+                return package_folder_weights(file)
+            except PackageError as error:
+                raise ModelError(str(error)) from error
         if not (file / TORCHSCRIPT).is_file():
-            raise ModelError(f"{str(file)!r} has no {TORCHSCRIPT}: choose a finished run directory of "
-                             "`instanseg-scnp train` or an exported TorchScript file")
+            raise ModelError(f"{str(file)!r} has no {TORCHSCRIPT} or {RDF}: choose a finished run directory of "
+                             "`instanseg-scnp train`, an exported TorchScript file or a bioimage.io package")
         return file / TORCHSCRIPT
     if not file.is_file():
-        raise ModelError(f"model {str(file)!r} does not exist: choose a run directory or an exported {TORCHSCRIPT}")
+        raise ModelError(f"model {str(file)!r} does not exist: choose a run directory, an exported {TORCHSCRIPT} "
+                         "or a bioimage.io package")
     return file
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
-    """An exported InstanSeg model from a run directory or a ``.pt`` file, in eval mode on ``device``.
+    """An exported InstanSeg model, in eval mode on ``device``, from any path :func:`resolve_model_path` takes.
 
     Raises
     ------
     ModelError
-        No such file, a file torch cannot read (e.g. truncated), or a TorchScript
-        file that is not an InstanSeg model (no ``fcn`` and ``pixel_classifier``).
+        No such file, a file torch cannot read (e.g. truncated), a bioimage.io
+        package whose weights cannot be read, or a TorchScript file that is not
+        an InstanSeg model (no ``fcn`` and ``pixel_classifier``).
     """
     file = resolve_model_path(path)
+    name, source = str(file), str(file)
+    if is_package_zip(file):
+        try:
+            name, data = package_zip_weights(file)
+        except PackageError as error:
+            raise ModelError(str(error)) from error
+        source = io.BytesIO(data)
     try:
         with quiet_upstream():
-            model = torch.jit.load(str(file), map_location=device)
+            model = torch.jit.load(source, map_location=device)
     except (RuntimeError, ValueError, OSError, EOFError) as error:  # what torch raises on a truncated file
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"{str(file)!r} is not a readable TorchScript model ({first_line}); was it truncated? "
+        raise ModelError(f"{name!r} is not a readable TorchScript model ({first_line(error)}); was it truncated? "
                          "Export it again: instanseg-scnp export RUN_DIR --overwrite") from error
-    missing = [name for name in ("fcn", "pixel_classifier") if not hasattr(model, name)]
+    missing = [part for part in ("fcn", "pixel_classifier") if not hasattr(model, part)]
     if missing:
-        raise ModelError(f"{str(file)!r} is not an exported InstanSeg model (it has no {', '.join(missing)}); "
+        raise ModelError(f"{name!r} is not an exported InstanSeg model (it has no {', '.join(missing)}); "
                          "export one with `instanseg-scnp export RUN_DIR`")
     return model.eval()
 

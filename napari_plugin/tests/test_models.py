@@ -3,7 +3,8 @@ of the session's tiny model checked against ``segment(load_model(run_dir), image
 
 from __future__ import annotations
 
-import shutil
+import hashlib
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -210,10 +211,13 @@ def test_compare_models_passes_tiling_to_segment_only_when_asked(fake_models, mo
 
 def test_compare_models_runs_each_model_as_segment_does(run_dir, cells, tmp_path):
     image, gt = cells
-    copy = tmp_path / "other" / run_dir.name
-    copy.mkdir(parents=True)
-    shutil.copy(run_dir / "instanseg.pt", copy / "instanseg.pt")
-    comparison = compare_models(image, [run_dir, copy], gt)
+    weights = (run_dir / "instanseg.pt").read_bytes()
+    package = tmp_path / f"{run_dir.name}.zip"  # the same model as a bioimage.io package: rdf.yaml + weights
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("rdf.yaml", "type: model\nweights:\n  torchscript:\n    source: weights/instanseg.pt\n"
+                                     f"    sha256: {hashlib.sha256(weights).hexdigest()}\n")
+        archive.writestr("weights/instanseg.pt", weights)
+    comparison = compare_models(image, [run_dir, package], gt)
     expected = segment(load_model(run_dir), image)
     assert expected.max() > 0  # the tiny model finds cells: the comparison below is not of two empty images
     assert comparison.names == [run_dir.name, f"{run_dir.name} (2)"]

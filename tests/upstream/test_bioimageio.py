@@ -14,10 +14,12 @@ from instanseg import InstanSeg  # noqa: E402
 
 from instanseg_scnp.cli import main  # noqa: E402
 from instanseg_scnp.upstream import (  # noqa: E402
+    ModelError,
     export_bioimageio,
     load_bioimageio,
     load_model,
     quiet_upstream,
+    resolve_model_path,
     segment,
 )
 from instanseg_scnp.upstream.bioimageio import PERCENTILES, SCALE_RANGE_EPS, WEIGHTS  # noqa: E402
@@ -95,3 +97,27 @@ def test_train_with_export_bioimageio_writes_the_package(tmp_path):
     descr = load_bioimageio(result.run_dir / "bioimageio")
     assert descr.validation_summary.status in ("valid-format", "passed")
     assert (result.run_dir / "bioimageio" / WEIGHTS).read_bytes() == result.model_path.read_bytes()
+
+
+def test_load_model_reads_the_package_folder_and_its_zip_as_the_runs_model(package, run_dir, tmp_path):
+    archive = tmp_path / "tiny-scnp.zip"
+    shutil.make_archive(str(archive.with_suffix("")), "zip", package)
+    assert resolve_model_path(package) == package / WEIGHTS
+    assert resolve_model_path(archive) == archive
+    image = np.load(package / "test-input.npy")[0, 0]
+    with quiet_upstream():
+        expected = segment(torch.jit.load(str(run_dir / "instanseg.pt")), image, pixel_size=None)
+    assert expected.max() > 0, "the model finds no cells: the comparison would prove nothing"
+    for source in (package, archive):
+        np.testing.assert_array_equal(segment(load_model(source), image, pixel_size=None), expected)
+
+
+def test_load_model_refuses_a_package_whose_weights_were_replaced(package, tmp_path):
+    broken = shutil.copytree(package, tmp_path / "broken")
+    (broken / WEIGHTS).write_bytes((broken / WEIGHTS).read_bytes()[:-1])
+    with pytest.raises(ModelError, match=r"instanseg\.pt' has SHA-256 .* but its rdf\.yaml says"):
+        load_model(broken)
+    archive = tmp_path / "broken.zip"
+    shutil.make_archive(str(archive.with_suffix("")), "zip", broken)
+    with pytest.raises(ModelError, match=r"broken\.zip!instanseg\.pt' has SHA-256"):
+        load_model(archive)

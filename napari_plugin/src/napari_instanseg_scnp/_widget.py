@@ -105,6 +105,8 @@ CELL_TABLE_ROWS = 100
 CELL_TABLE_COLUMNS = (PENALTY_COLUMN, "roundness", "circularity", "area")
 """The cell table's columns; its rows are headed by the cells' labels."""
 PREFIX = "SCNP inspector: "
+MODEL_FILES = "*.pt *.zip"
+"""The file dialogs' filter: exported TorchScript files and bioimage.io packages (a folder is chosen as a folder)."""
 
 
 class SCNPInspector(Container):
@@ -133,9 +135,10 @@ class SCNPInspector(Container):
         self._viewer = viewer
         self._image = create_widget(label="image", annotation="napari.layers.Image",
                                     options={"tooltip": "the model's input; with no model, the logits themselves"})
-        self._model = FileEdit(label="model", mode="r", filter="*.pt", value="",
-                               tooltip="a run directory of `instanseg-scnp train` or an exported instanseg.pt; "
-                                       "empty: the image layer is taken as logits")
+        self._model = FileEdit(label="model", mode="r", filter=MODEL_FILES, value="",
+                               tooltip="a run directory of `instanseg-scnp train`, an exported instanseg.pt or a "
+                                       "bioimage.io package (folder or .zip); empty: the image layer is taken as "
+                                       "logits")
         self._seed_threshold = LineEdit(label="seed threshold", value="",
                                         tooltip="passed to the model (on seed / 15 + 0.5); empty: the model's own")
         self._ground_truth = create_widget(label="ground truth", annotation="napari.layers.Labels",
@@ -156,8 +159,9 @@ class SCNPInspector(Container):
         self._cells.read_only = True
         self._cells.min_height = 150
         self._models = ListEdit(value=[], annotation=list[Path], label="models",
-                                options={"mode": "r", "filter": "*.pt"},
-                                tooltip="run directories, exported instanseg.pt files or bioimage.io package folders")
+                                options={"mode": "r", "filter": MODEL_FILES},
+                                tooltip="run directories, exported instanseg.pt files or bioimage.io packages "
+                                        "(folders or .zip files)")
         self._compare = PushButton(text="Compare models")
         self._summary = Table(value={"data": [], "index": [], "columns": []}, visible=False)
         self._summary.read_only = True
