@@ -1,6 +1,6 @@
 """Train the demo model that the "Synthetic cells + demo model (SCNP)" sample ships.
 
-Run from the repository root (8.5 minutes on one thread of a busy 2-core Intel Xeon)::
+Run from the repository root (4.2 minutes on one thread of a busy 2-core Intel Xeon)::
 
     python napari_plugin/scripts/train_demo_model.py [--overwrite]
 
@@ -10,8 +10,8 @@ loss, window 3), with the seed fixed, ``device="cpu"``, deterministic algorithms
 CPU thread (float sums depend on the thread count, so one thread gives the same model
 on any machine with the same software; it is also the setting that keeps its speed on a
 busy machine, where two threads wait on each other). Nothing of the recipe is changed: the demo
-preset's export is about 4.2 MB, under the 5 MB this package data may take, so no
-smaller ``layers=`` was needed (the script refuses to install a bigger file).
+preset's export is about 1.3 MB, under the 5 MB this package data may take (the script
+refuses to install a bigger file).
 
 It writes, into ``napari_plugin/src/napari_instanseg_scnp/data/`` (``--out-dir``):
 

@@ -442,14 +442,17 @@ class SCNPInspector(Container):
         Only the visible heat map changes (z~ and the cells' penalties wait for the
         full-resolution layers, which follow); ``shown`` stays unset until they are in.
         """
-        target, window = key
-        placement = {"scale": tuple(step * s for s in self._placement["scale"]),
-                     "translate": self._placement["translate"]}
-        self._layer_manager.put_image("difference", result[1], name=penalty_name("z−z~", target, window),
-                                      colormap=DIFFERENCE_COLORMAP, contrast_limits=self._limits[target],
-                                      colorbar=True, **placement)
+        self._put_difference(key, result[1], step)
         self.shown = None
-        self.samples_shown.emit(target, window)
+        self.samples_shown.emit(*key)
+
+    def _put_difference(self, key: tuple[str, int], difference: np.ndarray, step: int = 1) -> None:
+        """Put a window's z - z~ in the heat-map layer, at every ``step``-th pixel of the image."""
+        target, window = key
+        self._layer_manager.put_image("difference", difference, name=penalty_name("z−z~", target, window),
+                                      colormap=DIFFERENCE_COLORMAP, contrast_limits=self._limits[target],
+                                      colorbar=True, scale=tuple(step * s for s in self._placement["scale"]),
+                                      translate=self._placement["translate"])
 
     def _on_job_error(self, job: object, error: Exception) -> None:
         """Tell the user of a failed window only if it is the one asked for (not a background prefetch)."""
@@ -468,12 +471,10 @@ class SCNPInspector(Container):
         layers = self._layer_manager
         if self.shown != key:
             z_tilde, difference = result[:2]
-            limits = self._limits[target]
-            layers.put_image("difference", difference, name=penalty_name("z−z~", target, window),
-                             colormap=DIFFERENCE_COLORMAP, contrast_limits=limits, colorbar=True,
-                             **self._placement)
+            self._put_difference(key, difference)
             layers.put_image("z_tilde", z_tilde, name=penalty_name("z~", target, window),
-                             colormap=LOGIT_COLORMAP, contrast_limits=limits, visible=False, **self._placement)
+                             colormap=LOGIT_COLORMAP, contrast_limits=self._limits[target], visible=False,
+                             **self._placement)
             self.shown = key
             if len(result) == 2:  # this window's penalties are not measured yet: none shown meanwhile
                 QTimer.singleShot(0, partial(self._clear_penalty_features, key))
