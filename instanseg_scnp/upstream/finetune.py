@@ -199,8 +199,7 @@ def _from_package(path: Path, given: str) -> InitialModel:
     """A package folder (its weights file hashed) or ``.zip`` (the zip hashed)."""
     try:
         if path.is_dir():
-            file = package_folder_weights(path)
-            return _from_torchscript(file, sha256_of(file), given)
+            return _from_torchscript(*package_folder_weights(path), given)
         name, data = package_zip_weights(path)
     except PackageError as error:
         raise InitError(f"--init {error}") from error

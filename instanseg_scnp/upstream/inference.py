@@ -227,7 +227,7 @@ def resolve_model_path(path: str | Path) -> Path:
     if file.is_dir():
         if (file / RDF).is_file():
             try:
-                return package_folder_weights(file)
+                return package_folder_weights(file)[0]
             except PackageError as error:
                 raise ModelError(str(error)) from error
         if not (file / TORCHSCRIPT).is_file():

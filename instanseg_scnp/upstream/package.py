@@ -35,15 +35,16 @@ def is_package_zip(path: str | Path) -> bool:
         return any(PurePosixPath(name).name == RDF for name in archive.namelist())
 
 
-def package_folder_weights(folder: str | Path) -> Path:
-    """The TorchScript file that the ``rdf.yaml`` of the package ``folder`` names, its SHA-256 checked."""
+def package_folder_weights(folder: str | Path) -> tuple[Path, str]:
+    """The TorchScript file that the ``rdf.yaml`` of the package ``folder`` names, and its SHA-256 (checked)."""
     rdf = Path(folder) / RDF
     source, expected = _torchscript_source(rdf.read_text(encoding="utf-8"), str(rdf))
     file = rdf.parent / source
     if not file.is_file():
         raise PackageError(f"{str(rdf)!r} names TorchScript weights {source!r}, which {str(file)!r} does not hold")
-    _check_sha256(str(file), sha256_of(file), expected)
-    return file
+    sha256 = sha256_of(file)
+    _check_sha256(str(file), sha256, expected)
+    return file, sha256
 
 
 def package_zip_weights(path: str | Path) -> tuple[str, bytes]:
