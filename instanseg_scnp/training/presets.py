@@ -1,7 +1,7 @@
 """Training recipes: the values a ``TrainConfig`` takes for the settings you leave out.
 
 ``demo``
-    Under three minutes on two CPU cores on the synthetic data: an 8-16-32-64 UNet
+    About three minutes on two CPU cores on the synthetic data: an 8-16-32-64 UNet
     (a quarter of upstream's widths), short epochs, 128 px tiles. A run with the
     16-32-64-128 UNet took 1.5 times as long per epoch for the same F1 (paired over five
     seeds, docs/training.md). The seed loss is a distance map (``l1_distance``),
