@@ -206,6 +206,31 @@ def test_cuda_and_fp16_without_a_gpu_are_refused(tiny_data, tmp_path):
         train(tiny_config(tiny_data, tmp_path / "run", precision="fp16"))
 
 
+def test_the_runs_optimizer_is_adams_textbook_update(tiny_data, tmp_path):
+    """The run's optimizer (fused) moves every weight as torch's per-parameter Adam loop does, given the same
+    gradients (through a whole step the two would differ by float noise that Adam's normalization amplifies
+    where a gradient is about 0, as it is for a bias before instance norm)."""
+    from instanseg_scnp.training.distributed import start
+    from instanseg_scnp.training.setup import set_up
+
+    config = tiny_config(tiny_data, tmp_path / "run")
+    run = set_up(config, start("cpu"), out=config.out, overwrite=False, resuming=False)
+    ours = list(run.model.parameters())
+    theirs = [parameter.detach().clone().requires_grad_() for parameter in ours]
+    initial = [parameter.detach().clone() for parameter in ours]
+    textbook = torch.optim.Adam(theirs, lr=config.lr, foreach=False, fused=False)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):  # later steps use the moments the earlier ones left
+        for mine, reference in zip(ours, theirs, strict=True):
+            mine.grad = torch.randn(mine.shape, generator=generator) * 10.0 ** torch.randint(-4, 1, (), generator=generator)
+            reference.grad = mine.grad.clone()
+        run.optimizer.step()
+        textbook.step()
+    assert all(not torch.equal(mine, before) for mine, before in zip(ours, initial, strict=True))
+    for (name, mine), reference in zip(run.model.named_parameters(), theirs, strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-6, atol=1e-7, msg=name)
+
+
 def test_resume_keeps_the_config(finished_run):
     with pytest.raises(ValueError, match=r"only \['device', 'workers'\] may change, got \['lr'\]"):
         resume(finished_run.run_dir, lr=0.1)
