@@ -104,7 +104,8 @@ def test_train_with_no_arguments_learns_to_segment(tmp_path):
     run = tmp_path / "runs" / "instanseg-scnp"
     assert result.stdout.strip() == str(run.relative_to(tmp_path) / "instanseg.pt")
     summary = json.loads((run / "evaluation" / "summary.json").read_text())
-    assert summary["images"] == 8 and summary["pooled_f1_50"] > 0.3
+    # seeds 0-4 gave 0.65-0.72 (the default seed 0.713; docs/training.md)
+    assert summary["images"] == 8 and summary["pooled_f1_50"] > 0.6
     test_item = synthetic_dataset(rng=0)["Test"][1]  # the run's own held-out data
     with quiet_upstream():
         instanseg = InstanSeg(torch.jit.load(str(run / "instanseg.pt")), device="cpu", verbosity=0)

@@ -1,6 +1,6 @@
 """Train the demo model that the "Synthetic cells + demo model (SCNP)" sample ships.
 
-Run from the repository root (4.2 minutes on one thread of a busy 2-core Intel Xeon)::
+Run from the repository root (8 minutes on one thread of a busy 2-core Intel Xeon)::
 
     python napari_plugin/scripts/train_demo_model.py [--overwrite]
 
