@@ -222,7 +222,8 @@ def test_the_runs_optimizer_is_adams_textbook_update(tiny_data, tmp_path):
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):  # later steps use the moments the earlier ones left
         for mine, reference in zip(ours, theirs, strict=True):
-            mine.grad = torch.randn(mine.shape, generator=generator) * 10.0 ** torch.randint(-4, 1, (), generator=generator)
+            scale = 10.0 ** torch.randint(-4, 1, (), generator=generator)  # gradients from 1e-4 to 1
+            mine.grad = torch.randn(mine.shape, generator=generator) * scale
             reference.grad = mine.grad.clone()
         run.optimizer.step()
         textbook.step()
