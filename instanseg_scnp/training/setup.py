@@ -150,7 +150,8 @@ def set_up(config: TrainConfig, process: distributed.Process, *, out: Path, over
     model = _build_model(config, arguments, loss_fn, device, initial)
     trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if process.distributed else model
-    # fused: one kernel for all parameters (same update); a small model's per-parameter loop costs more than its maths
+    # fused on CPU and CUDA: one kernel for all parameters, the same update (a small model's per-parameter loop
+    # costs more than its maths); None elsewhere keeps torch's default there (False would force that loop)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type in ("cpu", "cuda") or None)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr / 100)
                  if config.lr_schedule == "cosine" else torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0, 0))
